@@ -1,0 +1,21 @@
+# MVA: multi-value alignment via value decorrelation (HSIC) and extrapolation, end to end.
+#   snakemake --cores 2                                  # embedded default (config.yaml)
+#   snakemake --cores 2 --configfile config/smoke.yaml   # tiny smoke run
+# Stages: data -> base model -> SFT -> value vectors (DPO + decorrelation penalty) -> decorrelation tables.
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/base_model.smk"
+include: "rules/sft.smk"
+include: "rules/value_vectors.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{RUN}/data/summary.parquet",
+        value_vector_dirs(),
+        expand(f"{RUN}/decorrelation/{{method}}.parquet", method=METHODS),

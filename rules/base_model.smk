@@ -1,0 +1,17 @@
+# The base model, converted once into a plain safetensors model directory.
+
+
+rule base_model:
+    output:
+        directory(f"{RUN}/models/base"),
+    params:
+        settings=config["base_model"],
+    log:
+        log_path("base_model"),
+    benchmark:
+        f"{RUN}/benchmarks/base_model.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    script:
+        "../workflow_scripts/base_model.py"

@@ -1,0 +1,36 @@
+# Preference data: load each value's sources, drop bad rows (counted), split by prompt hash.
+
+
+rule prepare_value_data:
+    output:
+        splits=expand(f"{RUN}/data/{{{{value}}}}/{{split}}.parquet", split=SPLITS),
+        summary=f"{RUN}/data/{{value}}/summary.parquet",
+    params:
+        sources=lambda wc: config["values"][wc.value]["sources"],
+        split=config["data"]["split"],
+        max_pairs=config["data"]["max_pairs"],
+        on_bad_row=config["data"]["on_bad_row"],
+        roots=config["data_roots"],
+        salt=str(config["seed"]),
+    log:
+        log_path("prepare_value_data", "{value}"),
+    benchmark:
+        f"{RUN}/benchmarks/prepare_value_data/{{value}}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    script:
+        "../workflow_scripts/prepare_value_data.py"
+
+
+rule data_summary:
+    input:
+        expand(f"{RUN}/data/{{value}}/summary.parquet", value=VALUES),
+    output:
+        table=f"{RUN}/data/summary.parquet",
+        markdown=f"{RUN}/data/summary.md",
+    log:
+        log_path("data_summary"),
+    localrule: True
+    script:
+        "../workflow_scripts/data_summary.py"

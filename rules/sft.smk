@@ -1,0 +1,23 @@
+# Supervised fine-tuning on the chosen replies of every value's DPO split (skipped when sft.enabled is false).
+
+
+rule sft:
+    input:
+        base=f"{RUN}/models/base",
+        pairs=expand(f"{RUN}/data/{{value}}/dpo_train.parquet", value=VALUES),
+    output:
+        directory(f"{RUN}/models/sft"),
+    params:
+        settings={k: v for k, v in config["sft"].items() if k not in ("enabled", "max_pairs")},
+        max_pairs=config["sft"]["max_pairs"],
+        checkpoint_dir=f"{RUN}/checkpoints/sft",
+    threads: max(1, workflow.cores)
+    log:
+        log_path("sft"),
+    benchmark:
+        f"{RUN}/benchmarks/sft.tsv"
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    script:
+        "../workflow_scripts/sft.py"

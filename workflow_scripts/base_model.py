@@ -1,0 +1,6 @@
+"""Snakemake entry point: materialise the base model as a safetensors model directory."""
+from mva_core.base_model import BaseModelSettings, prepare_base_model
+from mva_core.workflow_io import logged_job
+
+with logged_job(snakemake.log[0]):
+    prepare_base_model(BaseModelSettings(**snakemake.params.settings), snakemake.output[0])

@@ -1,0 +1,21 @@
+"""Snakemake entry point: load, clean and split one value's preference data."""
+from mva_core.artifacts import write_parquet
+from mva_core.data import SourceSpec, prepare_value_data
+from mva_core.workflow_io import logged_job
+
+with logged_job(snakemake.log[0]) as log:
+    value = snakemake.wildcards.value
+    prepared = prepare_value_data(
+        value,
+        [SourceSpec(**source) for source in snakemake.params.sources],
+        fractions=snakemake.params.split,
+        max_pairs=snakemake.params.max_pairs,
+        roots=snakemake.params.roots,
+        on_bad_row=snakemake.params.on_bad_row,
+        salt=snakemake.params.salt,
+    )
+    for path in snakemake.output.splits:
+        split = path.rsplit("/", 1)[-1].removesuffix(".parquet")
+        write_parquet(prepared.splits[split], path)
+        log.info("%s/%s: %d pairs", value, split, len(prepared.splits[split]))
+    write_parquet(prepared.summary, snakemake.output.summary)

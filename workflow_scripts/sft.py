@@ -1,0 +1,19 @@
+"""Snakemake entry point: SFT of the base model on the chosen replies of every value's DPO split."""
+import pandas as pd
+
+from mva_core.sft import SFTSettings, run_sft
+from mva_core.workflow_io import logged_job
+
+with logged_job(snakemake.log[0]):
+    settings = dict(snakemake.params.settings)
+    settings["target_modules"] = tuple(settings["target_modules"])
+    cap = snakemake.params.max_pairs
+    pairs = pd.concat([pd.read_parquet(path).head(cap) for path in snakemake.input.pairs], ignore_index=True)
+    run_sft(
+        snakemake.input.base,
+        pairs,
+        snakemake.output[0],
+        SFTSettings(**settings),
+        checkpoint_dir=snakemake.params.checkpoint_dir,
+        threads=snakemake.threads,
+    )
