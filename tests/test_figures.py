@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mva_core.figures import (
+    plot_frontiers,
+    plot_reward_heatmaps,
+    plot_single_vectors,
+    plot_training_curves,
+    plot_win_rates,
+)
+from mva_core.frontier import frontier_ids, frontier_table, mean_rewards, wide_means
+from mva_core.winrate import select_points, win_rates
+
+LAMS = [0.0, 0.5, 1.0]
+
+
+@pytest.fixture(scope="module")
+def run() -> dict:
+    """A 3x3 λ grid for 'mva' and 'soup' (single vectors at the axes), an SFT point, and its derived tables."""
+    rng = np.random.default_rng(0)
+    point_rows, score_rows = [], []
+    for method, gain in [("mva", 1.2), ("soup", 1.0), ("independent", 0.9)]:
+        for a in LAMS:
+            for b in LAMS:
+                kind = "sft" if a == b == 0 else "single" if a * b == 0 and a + b == 1 else "grid"
+                point_rows.append({"method": method, "point_id": f"{a:g}_{b:g}", "kind": kind,
+                                   "lam_harmless": a, "lam_helpful": b})
+                for j in range(12):
+                    for value, centre in [("harmless", gain * a - 0.3 * b), ("helpful", gain * b - 0.3 * a)]:
+                        score_rows.append((method, f"{a:g}_{b:g}", f"q{j}", value, centre + rng.normal(0, 0.2)))
+    points = pd.DataFrame(point_rows)
+    scores = pd.DataFrame(score_rows, columns=["method", "point_id", "prompt_id", "value", "reward"])
+    wide = wide_means(mean_rewards(scores, n_boot=50), with_ci=True)
+    table = frontier_table(scores, points, reference="min", n_boot=20)
+    selections = select_points(wide, points, [{"helpful": 0.5, "harmless": 0.5}, {"helpful": 1.0}])
+    return {"points": points, "wide": wide, "frontier": table,
+            "wins": win_rates(scores, selections, target_method="mva", n_boot=50)}
+
+
+def assert_written(paths: list[Path]) -> None:
+    assert [p.suffix for p in paths] == [".png", ".pdf"]
+    assert paths[0].read_bytes().startswith(b"\x89PNG") and paths[1].read_bytes().startswith(b"%PDF")
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+@pytest.mark.parametrize("error_bars", [False, True])
+def test_plot_frontiers(run, tmp_path, error_bars):
+    paths = plot_frontiers(run["wide"], run["points"], frontier_ids(run["frontier"]), tmp_path / "frontier",
+                           values=("helpful", "harmless"), error_bars=error_bars)
+    assert_written(paths)
+
+
+def test_plot_frontiers_names_unknown_frontier_id(run, tmp_path):
+    with pytest.raises(ValueError, match="nope"):
+        plot_frontiers(run["wide"], run["points"], {"mva": ["nope"]}, tmp_path / "f")
+
+
+def test_plot_win_rates(run, tmp_path):
+    assert_written(plot_win_rates(run["wins"], tmp_path / "wins"))
+
+
+def test_plot_reward_heatmaps(run, tmp_path):
+    assert_written(plot_reward_heatmaps(run["wide"], run["points"], "mva", tmp_path / "heat"))
+    with pytest.raises(ValueError, match="'absent'"):
+        plot_reward_heatmaps(run["wide"], run["points"], "absent", tmp_path / "heat2")
+
+
+def test_plot_single_vectors(run, tmp_path):
+    assert_written(plot_single_vectors(run["wide"], run["points"], tmp_path / "single", error_bars=True))
+
+
+def test_plot_training_curves(tmp_path):
+    steps = np.arange(0, 50, 5)
+    logs = {
+        "independent/helpful": pd.DataFrame({"step": steps, "dpo_loss": np.exp(-steps / 20), "penalty": 0.0}),
+        "mva/harmless": pd.DataFrame({"step": steps, "dpo_loss": np.exp(-steps / 30), "penalty": 0.1 / (1 + steps)}),
+    }
+    assert_written(plot_training_curves(logs, tmp_path / "sub" / "curves"))
+    with pytest.raises(ValueError, match="'bad'"):
+        plot_training_curves({"bad": pd.DataFrame({"step": steps})}, tmp_path / "x")
