@@ -1,7 +1,8 @@
 # MVA: multi-value alignment via value decorrelation (HSIC) and extrapolation, end to end.
 #   snakemake --cores 2                                  # embedded default (config.yaml)
 #   snakemake --cores 2 --configfile config/smoke.yaml   # tiny smoke run
-# Stages: data -> base model -> SFT -> value vectors (DPO + decorrelation penalty) -> decorrelation tables.
+# Stages: data -> base model -> SFT -> value vectors (DPO + decorrelation penalty) -> reward models ->
+# lambda-grid generation -> scoring -> frontiers, hypervolumes, win rates -> figures, summary.md, report.
 
 configfile: "config.yaml"
 
@@ -11,6 +12,12 @@ include: "rules/data.smk"
 include: "rules/base_model.smk"
 include: "rules/sft.smk"
 include: "rules/value_vectors.smk"
+include: "rules/reward_models.smk"
+include: "rules/evaluation.smk"
+include: "rules/report.smk"
+
+
+report: "report/workflow.rst"
 
 
 rule all:
@@ -19,3 +26,4 @@ rule all:
         f"{RUN}/data/summary.parquet",
         value_vector_dirs(),
         expand(f"{RUN}/decorrelation/{{method}}.parquet", method=METHODS),
+        rules.figures.output,

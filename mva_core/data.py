@@ -110,6 +110,11 @@ def prompt_text(messages: Sequence[Mapping[str, str]]) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
+def prompt_id(messages: Sequence[Mapping[str, str]]) -> str:
+    """Stable id of a prompt: 16 hex digits of the sha256 of its canonical text."""
+    return _digest(prompt_text(messages))
+
+
 def conversation_key(messages: Sequence[Mapping[str, str]]) -> str:
     """The split key of a prompt: its first user turn, case- and whitespace-normalised.
 
@@ -446,7 +451,7 @@ def load_prompts(source: SourceSpec | str, roots: Sequence[str | Path] = (), on_
     items, drops, rows_read = _collect(
         spec, roots, on_bad_row, PROMPT_DROP_REASONS, lambda *_: _parse_prompt_row, lambda item: (prompt_text(item[0]),)
     )
-    rows = [(_digest(prompt_text(messages)), messages, category, spec.label) for messages, category in items]
+    rows = [(prompt_id(messages), messages, category, spec.label) for messages, category in items]
     df = pd.DataFrame(rows, columns=PROMPT_COLUMNS)
     df["category"] = pd.Series([category for _, category in items], index=df.index, dtype=object)  # keep None
     df.attrs.update(drops=drops, rows_read=rows_read)

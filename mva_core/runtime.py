@@ -30,3 +30,10 @@ def latest_checkpoint(checkpoint_dir: str | Path) -> str | None:
         if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and (p / "trainer_state.json").is_file()
     ]
     return str(max(steps)[1]) if steps else None
+
+
+def inference_device_and_dtype() -> tuple[str, torch.dtype]:
+    """Where and in which dtype to run generation: bf16 on a GPU, fp32 on the CPU."""
+    if has_cuda():
+        return "cuda", torch.bfloat16
+    return "cpu", torch.float32

@@ -1,0 +1,241 @@
+"""Exact combination of value vectors: SFT + Σ_v λ_v·s_v·B_v·A_v for any real λ (negative and > 1 included).
+
+``ValueMixer`` keeps the value adapters separate (no re-merge per grid point) and lets every row of a batch carry
+its own λ, so rows of different grid points share one ``model.generate`` call. ``merge_explicit`` writes the same
+sum into the weights and is the reference for tests and benchmarks. PEFT's ``add_weighted_adapter(..., "linear")``
+is avoided on purpose: it combines A's and B's separately and creates cross terms B_i·A_j.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+_PREFIX = "base_model.model."
+_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
+# adapter_config.json options that change the forward pass beyond W + s·B·A; each must be off.
+_UNSUPPORTED_OPTIONS = (
+    "use_dora", "use_qalora", "use_bdlora", "lora_bias", "fan_in_fan_out", "modules_to_save", "alpha_pattern",
+    "trainable_token_indices", "layer_replication", "target_parameters", "alora_invocation_tokens", "arrow_config",
+)
+
+LoraFactors = tuple[Tensor, Tensor, float]
+
+
+def read_value_vector(adapter_dir: str | Path) -> dict[str, LoraFactors]:
+    """``{module path in the base model: (A (r×d_in), B (d_out×r), scaling)}`` of a saved PEFT LoRA adapter."""
+    folder = Path(adapter_dir)
+    for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"value vector {folder}: missing {name}")
+    config = json.loads((folder / ADAPTER_CONFIG).read_text())
+    _check_config(config, folder)
+    factors: dict[str, dict[str, Tensor]] = {}
+    for key, tensor in load_file(folder / ADAPTER_WEIGHTS).items():
+        module, part = _split_key(key, folder)
+        factors.setdefault(module, {})[part] = tensor
+    return {module: _with_scaling(parts, config, folder, module) for module, parts in factors.items()}
+
+
+def _check_config(config: dict, folder: Path) -> None:
+    if config.get("peft_type") != "LORA":
+        raise ValueError(f"value vector {folder}: peft_type {config.get('peft_type')!r} is not LORA")
+    if config.get("bias", "none") != "none":
+        raise ValueError(f"value vector {folder}: bias={config['bias']!r} is unsupported (need 'none')")
+    enabled = [key for key in _UNSUPPORTED_OPTIONS if config.get(key)]
+    if enabled:
+        raise ValueError(f"value vector {folder}: unsupported adapter_config options {enabled}")
+
+
+def _split_key(key: str, folder: Path) -> tuple[str, str]:
+    for suffix, part in _SUFFIXES.items():
+        if key.startswith(_PREFIX) and key.endswith(suffix):
+            return key[len(_PREFIX): -len(suffix)], part
+    raise ValueError(f"value vector {folder}: unexpected tensor {key!r} (only LoRA A/B weights are supported)")
+
+
+def _with_scaling(parts: dict[str, Tensor], config: dict, folder: Path, module: str) -> LoraFactors:
+    if set(parts) != {"A", "B"}:
+        raise ValueError(f"value vector {folder}: module {module} has only lora_{''.join(parts)}")
+    a, b = parts["A"], parts["B"]
+    rank = a.shape[0]
+    if b.shape[1] != rank:
+        raise ValueError(f"value vector {folder}: module {module} has A rank {rank} but B rank {b.shape[1]}")
+    alpha = config["lora_alpha"]
+    scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+    return a, b, float(scaling)
+
+
+def load_value_vectors(adapters: Mapping[str, str | Path]) -> dict[str, dict[str, LoraFactors]]:
+    """``{value: read_value_vector(dir)}``, failing on an empty mapping."""
+    if not adapters:
+        raise ValueError("no value vectors given")
+    return {value: read_value_vector(folder) for value, folder in adapters.items()}
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One value's factors on one target module."""
+
+    value_index: int
+    a: Tensor
+    b: Tensor
+    scaling: float
+
+
+class MultiValueLinear(nn.Module):
+    """``base(x) + B_cat((A_cat x) * m)``, m repeating each row's λ_v over value v's rank columns.
+
+    A_cat (Σr × d_in) and B_cat (d_out × Σr, scalings folded in) live in the base layer's dtype/device. λ is set per
+    batch row (``set_lambdas``), so rows of one batch may sit at different grid points; all-zero λ skips the LoRA path.
+    """
+
+    def __init__(self, base: nn.Linear, slots: Sequence[_Slot], name: str = "") -> None:
+        super().__init__()
+        weight = base.weight
+        if not weight.is_floating_point():
+            raise TypeError(f"MultiValueLinear {name}: base weight dtype {weight.dtype} is not floating point")
+        self.base = base
+        self.name = name
+        a_cat = torch.cat([s.a.float() for s in slots])
+        b_cat = torch.cat([s.b.float() * s.scaling for s in slots], dim=1)
+        columns = torch.cat([torch.full((s.a.shape[0],), s.value_index) for s in slots])
+        self.register_buffer("a_cat", a_cat.to(weight), persistent=False)
+        self.register_buffer("b_cat", b_cat.to(weight), persistent=False)
+        self.register_buffer("column_value", columns.to(weight.device), persistent=False)
+        self.register_buffer("m", torch.zeros(1, len(columns), dtype=weight.dtype, device=weight.device), persistent=False)
+        self.value_indices = sorted({s.value_index for s in slots})
+        self.active = False
+
+    def set_lambdas(self, lams: Tensor) -> None:
+        """Take λ as (rows, k) over all mixer values; keep this layer's columns."""
+        self.m = lams.to(self.a_cat).index_select(1, self.column_value)
+        self.active = bool(lams[:, self.value_indices].any().item())
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.base(x)
+        if not self.active:
+            return out
+        rows = self.m.shape[0]
+        if rows != 1 and (x.dim() < 2 or x.shape[0] != rows):
+            raise ValueError(
+                f"MultiValueLinear {self.name}: input batch {tuple(x.shape[:-1])} does not match {rows} λ rows "
+                "(per-row λ needs a constant batch: no beam search or num_return_sequences > 1)"
+            )
+        m = self.m.view(rows, *([1] * (x.dim() - 2)), -1)
+        lora = nn.functional.linear(nn.functional.linear(x.to(self.a_cat.dtype), self.a_cat) * m, self.b_cat)
+        return out + lora.to(out.dtype)
+
+
+class ValueMixer:
+    """Value adapters attached to one model as ``MultiValueLinear`` layers; λ is set per batch row."""
+
+    def __init__(self, model: nn.Module, values: tuple[str, ...], adapters: dict[str, Path],
+                 layers: dict[str, MultiValueLinear]) -> None:
+        self.model = model
+        self._values = values
+        self.adapters = adapters
+        self.layers = layers
+        self._lams = torch.zeros(1, len(values))
+
+    @classmethod
+    def attach(cls, model: nn.Module, adapters: Mapping[str, str | Path]) -> "ValueMixer":
+        """Replace every Linear targeted by any adapter with a ``MultiValueLinear`` (in place); λ starts at 0."""
+        vectors = load_value_vectors(adapters)
+        values = tuple(vectors)
+        slots: dict[str, list[_Slot]] = {}
+        for index, value in enumerate(values):
+            for module, (a, b, scaling) in vectors[value].items():
+                _check_target(model, module, a, b, adapters[value])
+                slots.setdefault(module, []).append(_Slot(index, a, b, scaling))
+        layers = {}
+        for module, module_slots in slots.items():
+            layers[module] = MultiValueLinear(model.get_submodule(module), module_slots, name=module)
+            _replace(model, module, layers[module])
+        return cls(model, values, {v: Path(adapters[v]) for v in values}, layers)
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """Value names in λ column order."""
+        return self._values
+
+    def set_lambdas(self, lams: Tensor | Sequence[float]) -> None:
+        """Set λ: shape (k,) for every row, or (batch, k) for one λ per batch row."""
+        lams = torch.as_tensor(lams, dtype=torch.float32).cpu()
+        if lams.dim() == 1:
+            lams = lams.unsqueeze(0)
+        if lams.dim() != 2 or lams.shape[1] != len(self._values):
+            raise ValueError(f"λ shape {tuple(lams.shape)} does not match values {self._values} (need (k,) or (batch, k))")
+        self._lams = lams
+        converted: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+        for layer in self.layers.values():
+            key = (layer.a_cat.device, layer.a_cat.dtype)
+            if key not in converted:
+                converted[key] = lams.to(*key)
+            layer.set_lambdas(converted[key])
+
+    @contextlib.contextmanager
+    def lambdas(self, lams: Tensor | Sequence[float]) -> Iterator["ValueMixer"]:
+        """Use ``lams`` inside the block, then restore the previous λ."""
+        previous = self._lams
+        self.set_lambdas(lams)
+        try:
+            yield self
+        finally:
+            self.set_lambdas(previous)
+
+    def detach(self) -> nn.Module:
+        """Put the original Linear modules back; the mixer is unusable afterwards."""
+        for module, layer in self.layers.items():
+            _replace(self.model, module, layer.base)
+        self.layers = {}
+        return self.model
+
+
+def _check_target(model: nn.Module, module: str, a: Tensor, b: Tensor, folder: str | Path) -> None:
+    try:
+        target = model.get_submodule(module)
+    except AttributeError as err:
+        raise ValueError(f"value vector {folder}: target module {module} is not in the model") from err
+    if isinstance(target, MultiValueLinear):
+        raise ValueError(f"value vector {folder}: module {module} already has a ValueMixer attached")
+    if type(target) is not nn.Linear:
+        raise TypeError(f"value vector {folder}: target module {module} is {type(target).__name__}, not nn.Linear")
+    if a.shape[1] != target.in_features or b.shape[0] != target.out_features:
+        raise ValueError(
+            f"value vector {folder}: module {module} is {target.out_features}×{target.in_features} "
+            f"but the adapter is {b.shape[0]}×{a.shape[1]}"
+        )
+
+
+def _replace(model: nn.Module, module: str, new: nn.Module) -> None:
+    parent, _, child = module.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def merge_explicit(model: nn.Module, adapters: Mapping[str, str | Path], lambdas: Mapping[str, float]) -> nn.Module:
+    """A deep copy of ``model`` with W + Σ_v λ_v·s_v·B_v·A_v written into the targeted weights (summed in fp32)."""
+    if set(lambdas) != set(adapters):
+        raise ValueError(f"λ keys {sorted(lambdas)} do not match value vectors {sorted(adapters)}")
+    merged = copy.deepcopy(model)
+    deltas: dict[str, Tensor] = {}
+    for value, factors in load_value_vectors(adapters).items():
+        for module, (a, b, scaling) in factors.items():
+            _check_target(merged, module, a, b, adapters[value])
+            delta = lambdas[value] * scaling * (b.float() @ a.float())
+            deltas[module] = deltas[module] + delta if module in deltas else delta
+    with torch.no_grad():
+        for module, delta in deltas.items():
+            weight = merged.get_submodule(module).weight
+            weight.copy_((weight.float() + delta.to(weight.device)).to(weight.dtype))
+    return merged

@@ -1,0 +1,245 @@
+"""Batched generation over a λ grid: every (grid point, prompt) row in one length-sorted queue.
+
+Rows of different grid points share a batch (per-row λ through ``ValueMixer``), prompts are left-padded, batches
+are length-homogeneous and the batch size halves on out-of-memory. The queue is cut into fixed shards (independent of
+the batch size); with ``shard_dir`` each finished shard is written as Parquet and reused by a rerun.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from mva_core.artifacts import config_hash, file_sha256, write_parquet
+from mva_core.combine import ADAPTER_WEIGHTS, ValueMixer
+
+LAMBDA_PREFIX = "lam_"
+RESULT_COLUMNS = ["point_id", "prompt_id", "response", "n_prompt_tokens", "n_response_tokens", "finished"]
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding options. With ``do_sample`` each batch is seeded with ``seed`` + its first queue position, so
+    sampled outputs are reproducible for the same inputs and batch size but depend on the batch composition."""
+
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GenerationSettings.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One queue entry: a prompt at a grid point."""
+
+    position: int
+    point_id: object
+    prompt_id: object
+    input_ids: tuple[int, ...]
+    lams: tuple[float, ...]
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: pd.DataFrame) -> list[list[int]]:
+    """Token ids of every prompt rendered with the chat template and the assistant generation prompt."""
+    encoded = []
+    for prompt_id, messages in zip(prompts["prompt_id"], prompts["prompt"]):
+        try:
+            text = tokenizer.apply_chat_template(
+                [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+            )
+        except Exception as err:
+            raise ValueError(f"prompt {prompt_id!r}: chat template failed: {err}") from err
+        encoded.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return encoded
+
+
+def generate_grid(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    mixer: ValueMixer | None,
+    prompts: pd.DataFrame,
+    points: pd.DataFrame,
+    settings: GenerationSettings = GenerationSettings(),
+    progress: bool = True,
+    shard_dir: str | Path | None = None,
+    shard_size: int = 2048,
+) -> pd.DataFrame:
+    """Answer every prompt at every grid point; rows ordered by (point_id, prompt_id), columns ``RESULT_COLUMNS``.
+
+    ``prompts``: prompt_id, prompt (chat messages). ``points``: point_id and one ``lam_<value>`` column per
+    ``mixer.values`` (none when ``mixer`` is None). Shards live in ``shard_dir/<fingerprint>/`` where the
+    fingerprint covers the prompts, points, settings, shard size and adapter files (not the base weights).
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    lam_columns = _lambda_columns(points, mixer)
+    _check_unique(prompts, "prompt_id", "prompts")
+    _check_unique(points, "point_id", "points")
+    queue = _build_queue(points, prompts, encode_prompts(tokenizer, prompts), lam_columns)
+    shards = [queue[start: start + shard_size] for start in range(0, len(queue), shard_size)]
+    folder = Path(shard_dir) / _fingerprint(model, mixer, queue, settings, shard_size) if shard_dir else None
+    runner = _Runner(model, tokenizer, mixer, settings)
+    frames = []
+    with _eval_mode(model), torch.inference_mode(), tqdm(
+        total=len(queue), disable=not progress, unit="row", desc="generate"
+    ) as bar:
+        for index, shard in enumerate(shards):
+            path = folder / f"shard-{index:05d}.parquet" if folder else None
+            if path is not None and path.is_file():
+                frames.append(pd.read_parquet(path))
+                bar.update(len(shard))
+                continue
+            frame = runner.run(shard, bar)
+            if path is not None:
+                write_parquet(frame, path)
+            frames.append(frame)
+    result = pd.concat(frames, ignore_index=True)
+    return result.sort_values(["point_id", "prompt_id"], kind="stable").reset_index(drop=True)
+
+
+def _lambda_columns(points: pd.DataFrame, mixer: ValueMixer | None) -> list[str]:
+    present = [c for c in points.columns if c.startswith(LAMBDA_PREFIX)]
+    expected = [LAMBDA_PREFIX + v for v in mixer.values] if mixer is not None else []
+    if sorted(present) != sorted(expected):
+        raise ValueError(f"points λ columns {sorted(present)} do not match the mixer's values {expected}")
+    return expected
+
+
+def _check_unique(frame: pd.DataFrame, column: str, name: str) -> None:
+    if column not in frame.columns:
+        raise ValueError(f"{name} has no {column!r} column (columns: {list(frame.columns)})")
+    if frame.empty:
+        raise ValueError(f"{name} is empty")
+    duplicated = frame[column][frame[column].duplicated()].unique().tolist()
+    if duplicated:
+        raise ValueError(f"{name}: duplicated {column} {duplicated[:5]}")
+
+
+def _build_queue(points: pd.DataFrame, prompts: pd.DataFrame, encoded: list[list[int]], lam_columns: list[str]) -> list[_Row]:
+    """All (point, prompt) rows, longest prompts first (out-of-memory shows up in the first batch)."""
+    lams = points[lam_columns].to_numpy(dtype=float).tolist() if lam_columns else [[]] * len(points)
+    pairs = [
+        (point_id, tuple(point_lams), prompt_id, tuple(ids))
+        for point_id, point_lams in zip(points["point_id"], lams)
+        for prompt_id, ids in zip(prompts["prompt_id"], encoded)
+    ]
+    order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][3]))
+    return [
+        _Row(position, pairs[i][0], pairs[i][2], pairs[i][3], pairs[i][1]) for position, i in enumerate(order)
+    ]
+
+
+def _fingerprint(model: nn.Module, mixer: ValueMixer | None, queue: list[_Row], settings: GenerationSettings,
+                 shard_size: int) -> str:
+    adapters = {v: file_sha256(Path(d) / ADAPTER_WEIGHTS) for v, d in mixer.adapters.items()} if mixer else {}
+    return config_hash({
+        "model": getattr(getattr(model, "config", None), "_name_or_path", ""),
+        "adapters": adapters,
+        "queue": [(r.point_id, r.prompt_id, r.input_ids, r.lams) for r in queue],
+        "settings": asdict(settings),
+        "shard_size": shard_size,
+    })
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _is_out_of_memory(err: RuntimeError) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err)
+
+
+@dataclass
+class _Runner:
+    """Generates queue rows batch by batch; ``batch_size`` shrinks for good after an out-of-memory error."""
+
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    mixer: ValueMixer | None
+    settings: GenerationSettings
+    batch_size: int = field(init=False)
+    pad_id: int = field(init=False)
+    eos_ids: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batch_size = self.settings.batch_size
+        eos = self.model.generation_config.eos_token_id
+        eos = self.tokenizer.eos_token_id if eos is None else eos
+        if eos is None:
+            raise ValueError("neither the model's generation_config nor the tokenizer defines an EOS token")
+        self.eos_ids = [eos] if isinstance(eos, int) else list(eos)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = self.eos_ids[0] if pad is None else pad
+
+    def run(self, rows: list[_Row], bar: tqdm) -> pd.DataFrame:
+        """Results of ``rows`` (any order)."""
+        records: list[dict] = []
+        start = 0
+        while start < len(rows):
+            batch = rows[start: start + self.batch_size]
+            try:
+                records.extend(self._generate(batch))
+            except RuntimeError as err:
+                if not _is_out_of_memory(err) or self.batch_size == 1:
+                    raise
+                self.batch_size //= 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            start += len(batch)
+            bar.update(len(batch))
+        return pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
+
+    def _generate(self, batch: list[_Row]) -> list[dict]:
+        device = self.model.get_input_embeddings().weight.device
+        width = max(len(r.input_ids) for r in batch)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(r.input_ids)) + list(r.input_ids) for r in batch])
+        attention_mask = torch.tensor([[0] * (width - len(r.input_ids)) + [1] * len(r.input_ids) for r in batch])
+        lams = self.mixer.lambdas([r.lams for r in batch]) if self.mixer else contextlib.nullcontext()
+        if self.settings.do_sample:
+            torch.manual_seed(self.settings.seed + batch[0].position)
+        with lams:
+            output = self.model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **self._generate_kwargs()
+            )
+        return [self._record(row, tokens) for row, tokens in zip(batch, output[:, width:].tolist())]
+
+    def _generate_kwargs(self) -> dict:
+        s = self.settings
+        kwargs = dict(max_new_tokens=s.max_new_tokens, do_sample=s.do_sample, use_cache=True,
+                      pad_token_id=self.pad_id, eos_token_id=self.eos_ids)
+        if s.do_sample:
+            kwargs.update(temperature=s.temperature, top_p=s.top_p)
+        return kwargs
+
+    def _record(self, row: _Row, tokens: list[int]) -> dict:
+        stops = [i for i, token in enumerate(tokens) if token in self.eos_ids]
+        length = stops[0] if stops else len(tokens)
+        return {
+            "point_id": row.point_id,
+            "prompt_id": row.prompt_id,
+            "response": self.tokenizer.decode(tokens[:length], skip_special_tokens=True).strip(),
+            "n_prompt_tokens": len(row.input_ids),
+            "n_response_tokens": length,
+            "finished": bool(stops),
+        }

@@ -1,0 +1,100 @@
+# Evaluation: held-out prompts -> one generation job per method (all grid points, one model load) ->
+# one scoring job per method and value -> frontiers, hypervolumes, win rates.
+
+
+rule evaluation_prompts:
+    input:
+        expand(f"{RUN}/data/{{value}}/eval.parquet", value=VALUES),
+    output:
+        f"{RUN}/evaluation/prompts.parquet",
+    params:
+        values=VALUES,
+        per_value=config["evaluation"]["prompts_per_value"],
+    log:
+        log_path("evaluation_prompts"),
+    localrule: True
+    script:
+        "../workflow_scripts/evaluation_prompts.py"
+
+
+rule grid_points:
+    output:
+        f"{RUN}/evaluation/{{method}}/points.parquet",
+    params:
+        grid=config["evaluation"]["grid"],
+        values=VALUES,
+        seed=config["seed"],
+    log:
+        log_path("grid_points", "{method}"),
+    localrule: True
+    script:
+        "../workflow_scripts/grid_points.py"
+
+
+rule generate:
+    input:
+        unpack(lambda wc: {v: vector_dir(wc.method, v) for v in VALUES}),
+        policy=policy_base_dir(),
+        prompts=f"{RUN}/evaluation/prompts.parquet",
+        points=f"{RUN}/evaluation/{{method}}/points.parquet",
+    output:
+        f"{RUN}/evaluation/{{method}}/generations.parquet",
+    params:
+        values=VALUES,
+        generation=config["evaluation"]["generation"],
+        shard_dir=f"{RUN}/checkpoints/generations/{{method}}",
+    threads: max(1, workflow.cores)
+    log:
+        log_path("generate", "{method}"),
+    benchmark:
+        f"{RUN}/benchmarks/generate/{{method}}.tsv"
+    resources:
+        mem_mb=16000,
+        runtime=480,
+    script:
+        "../workflow_scripts/generate.py"
+
+
+rule score:
+    input:
+        unpack(reward_model_input),
+        generations=f"{RUN}/evaluation/{{method}}/generations.parquet",
+        prompts=f"{RUN}/evaluation/prompts.parquet",
+    output:
+        f"{RUN}/evaluation/{{method}}/scores_{{value}}.parquet",
+    params:
+        settings=lambda wc: config["values"][wc.value]["reward_model"],
+        location=lambda wc: reward_model_location(wc.value),
+    threads: max(1, workflow.cores)
+    log:
+        log_path("score", "{method}_{value}"),
+    benchmark:
+        f"{RUN}/benchmarks/score/{{method}}_{{value}}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    script:
+        "../workflow_scripts/score.py"
+
+
+rule frontiers:
+    input:
+        scores=expand(f"{RUN}/evaluation/{{method}}/scores_{{value}}.parquet", method=METHODS, value=VALUES),
+        points=expand(f"{RUN}/evaluation/{{method}}/points.parquet", method=METHODS),
+    output:
+        means=f"{RUN}/tables/mean_rewards.parquet",
+        frontiers=f"{RUN}/tables/frontiers.parquet",
+        markdown=f"{RUN}/tables/frontiers.md",
+        selections=f"{RUN}/tables/selections.parquet",
+        win_rates=f"{RUN}/tables/win_rates.parquet",
+        win_markdown=f"{RUN}/tables/win_rates.md",
+    params:
+        methods=METHODS,
+        values=VALUES,
+        evaluation=config["evaluation"],
+        seed=config["seed"],
+    log:
+        log_path("frontiers"),
+    localrule: True
+    script:
+        "../workflow_scripts/frontiers.py"

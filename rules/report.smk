@@ -1,0 +1,42 @@
+# Figures (Fig. 2-5 style), summary.md and the Snakemake report (`snakemake --report report.html`).
+
+FIGURE_DIR = f"{RUN}/figures"
+VALUE_PAIRS = [(a, b) for i, a in enumerate(VALUES) for b in VALUES[i + 1 :]]
+FIGURE_STEMS = (
+    [f"frontier_{a}_vs_{b}" for a, b in VALUE_PAIRS]
+    + (["win_rates"] if len(METHODS) > 1 else [])
+    + ([f"heatmap_{m}" for m in METHODS] if len(VALUES) == 2 else [])
+    + ["single_value_vectors", "training_curves"]
+)
+TRAINING_RUNS = sorted({(vector_chain(config, m, v), v) for m in METHODS for v in VALUES})
+
+
+rule figures:
+    input:
+        means=f"{RUN}/tables/mean_rewards.parquet",
+        frontiers=f"{RUN}/tables/frontiers.parquet",
+        selections=f"{RUN}/tables/selections.parquet",
+        win_rates=f"{RUN}/tables/win_rates.parquet",
+        points=expand(f"{RUN}/evaluation/{{method}}/points.parquet", method=METHODS),
+        training_logs=[f"{RUN}/value_vectors/{c}/{v}" for c, v in TRAINING_RUNS],
+        decorrelation=expand(f"{RUN}/decorrelation/{{method}}.parquet", method=METHODS),
+        accuracy=expand(f"{RUN}/reward_models/accuracy_{{value}}.json", value=VALUES),
+    output:
+        pngs=[
+            report(f"{FIGURE_DIR}/{stem}.png", caption="../report/figure.rst", category="Figures")
+            for stem in FIGURE_STEMS
+        ],
+        pdfs=[f"{FIGURE_DIR}/{stem}.pdf" for stem in FIGURE_STEMS],
+        summary=report(f"{RUN}/summary.md", caption="../report/summary.rst", category="Summary"),
+    params:
+        figure_dir=FIGURE_DIR,
+        values=VALUES,
+        methods=METHODS,
+        log_labels=[f"{c}/{v}" for c, v in TRAINING_RUNS],
+        run_dir=RUN,
+        run_name=config["run_name"],
+    log:
+        log_path("figures"),
+    localrule: True
+    script:
+        "../workflow_scripts/figures.py"

@@ -1,0 +1,54 @@
+# Reward models: one per value, trained by the pipeline (source: train) or taken from the hub / a local dir.
+# Accuracy is measured on the value's eval pairs, which no reward model was trained on.
+
+
+def reward_model_input(wildcards):
+    """The trained reward-model dir, or nothing for a hub id / local dir named in the config."""
+    if config["values"][wildcards.value]["reward_model"]["source"] == "train":
+        return {"model": f"{RUN}/reward_models/{wildcards.value}"}
+    return {}
+
+
+def reward_model_location(value):
+    source = config["values"][value]["reward_model"]["source"]
+    return f"{RUN}/reward_models/{value}" if source == "train" else source
+
+
+rule train_reward_model:
+    input:
+        base=f"{RUN}/models/base",
+        pairs=f"{RUN}/data/{{value}}/rm_train.parquet",
+    output:
+        directory(f"{RUN}/reward_models/{{value}}"),
+    params:
+        settings=lambda wc: config["values"][wc.value]["reward_model"],
+        checkpoint_dir=f"{RUN}/checkpoints/reward_models/{{value}}",
+    threads: max(1, workflow.cores)
+    log:
+        log_path("train_reward_model", "{value}"),
+    benchmark:
+        f"{RUN}/benchmarks/train_reward_model/{{value}}.tsv"
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    script:
+        "../workflow_scripts/train_reward_model.py"
+
+
+rule reward_model_accuracy:
+    input:
+        unpack(reward_model_input),
+        pairs=f"{RUN}/data/{{value}}/eval.parquet",
+    output:
+        f"{RUN}/reward_models/accuracy_{{value}}.json",
+    params:
+        settings=lambda wc: config["values"][wc.value]["reward_model"],
+        location=lambda wc: reward_model_location(wc.value),
+    threads: max(1, workflow.cores)
+    log:
+        log_path("reward_model_accuracy", "{value}"),
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    script:
+        "../workflow_scripts/reward_model_accuracy.py"

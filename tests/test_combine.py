@@ -1,0 +1,146 @@
+"""ValueMixer and merge_explicit: exact W + Σ λ_v s_v B_v A_v for any real λ."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+
+from mva_core.combine import MultiValueLinear, ValueMixer, merge_explicit, read_value_vector
+from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
+
+ADAPTER_CONFIGS = {
+    "care": LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]),
+    "safe": LoraConfig(r=2, lora_alpha=4, use_rslora=True, target_modules=["q_proj", "k_proj", "o_proj", "gate_proj", "up_proj"]),
+}
+LAMBDAS = [(0.0, 0.0), (1.0, 0.0), (0.3, 0.7), (-0.5, 1.5), (2.0, -1.0)]
+
+
+def save_random_adapter(model, config: LoraConfig, folder: Path, seed: int) -> Path:
+    """Save a LoRA adapter for ``model`` whose B is random (non-zero) with PEFT."""
+    peft_model = get_peft_model(copy.deepcopy(model), copy.deepcopy(config))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.3)
+    peft_model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_llama(tokenizer).eval()
+    root = tmp_path_factory.mktemp("vectors")
+    adapters = {v: save_random_adapter(model, c, root / v, seed=i) for i, (v, c) in enumerate(ADAPTER_CONFIGS.items())}
+    torch.manual_seed(1)
+    input_ids = torch.randint(3, len(tokenizer), (3, 10))
+    return model, adapters, input_ids
+
+
+def logits(model, input_ids):
+    with torch.no_grad():
+        return model(input_ids=input_ids).logits
+
+
+@pytest.mark.parametrize("lams", LAMBDAS)
+def test_mixer_matches_explicit_merge(setup, lams):
+    model, adapters, input_ids = setup
+    mixer = ValueMixer.attach(copy.deepcopy(model), adapters)
+    merged = merge_explicit(model, adapters, dict(zip(mixer.values, lams)))
+    with mixer.lambdas(torch.tensor(lams)):
+        mixed = logits(mixer.model, input_ids)
+    torch.testing.assert_close(mixed, logits(merged, input_ids), atol=1e-5, rtol=1e-5)
+
+
+def test_lambdas_change_the_model(setup):
+    model, adapters, input_ids = setup
+    merged = merge_explicit(model, adapters, {"care": 1.0, "safe": 1.0})
+    assert (logits(merged, input_ids) - logits(model, input_ids)).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("lams", [(0.3, 0.7), (-0.5, 1.5)])
+def test_mixer_matches_peft_scaled_adapters(setup, lams):
+    model, adapters, input_ids = setup
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(model), adapters["care"], adapter_name="care")
+    peft_model.load_adapter(adapters["safe"], adapter_name="safe")
+    peft_model.base_model.set_adapter(["care", "safe"])
+    for module in peft_model.modules():
+        if isinstance(module, LoraLayer):
+            for value, lam in zip(["care", "safe"], lams):
+                module.set_scale(value, lam)
+    mixer = ValueMixer.attach(copy.deepcopy(model), adapters)
+    mixer.set_lambdas(lams)
+    torch.testing.assert_close(logits(mixer.model, input_ids), logits(peft_model, input_ids), atol=1e-5, rtol=1e-5)
+
+
+def test_heterogeneous_batch_equals_separate_forwards(setup):
+    model, adapters, input_ids = setup
+    mixer = ValueMixer.attach(copy.deepcopy(model), adapters)
+    rows = torch.tensor(LAMBDAS[2:])
+    with mixer.lambdas(rows):
+        together = logits(mixer.model, input_ids)
+    for i, lams in enumerate(rows):
+        with mixer.lambdas(lams):
+            alone = logits(mixer.model, input_ids[i: i + 1])
+        torch.testing.assert_close(together[i: i + 1], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_batch_mismatch_names_the_layer(setup):
+    model, adapters, input_ids = setup
+    mixer = ValueMixer.attach(copy.deepcopy(model), adapters)
+    mixer.set_lambdas(torch.ones(2, 2))
+    with pytest.raises(ValueError, match="model.layers.0.self_attn.q_proj"):
+        logits(mixer.model, input_ids)
+
+
+def test_lambdas_context_restores_previous(setup):
+    model, adapters, input_ids = setup
+    mixer = ValueMixer.attach(copy.deepcopy(model), adapters)
+    base = logits(mixer.model, input_ids)
+    with mixer.lambdas([1.0, 1.0]):
+        pass
+    assert torch.equal(logits(mixer.model, input_ids), base)
+
+
+def test_detach_restores_original_modules(setup):
+    model, adapters, input_ids = setup
+    target = copy.deepcopy(model)
+    before = logits(target, input_ids)
+    mixer = ValueMixer.attach(target, adapters)
+    assert isinstance(target.get_submodule("model.layers.0.self_attn.q_proj"), MultiValueLinear)
+    mixer.set_lambdas([1.0, -1.0])
+    restored = mixer.detach()
+    assert restored is target
+    assert not any(isinstance(m, MultiValueLinear) for m in target.modules())
+    assert torch.equal(logits(target, input_ids), before)
+
+
+def test_read_value_vector_keys_and_scaling(setup):
+    _, adapters, _ = setup
+    care, safe = read_value_vector(adapters["care"]), read_value_vector(adapters["safe"])
+    a, b, scaling = care["model.layers.1.mlp.down_proj"]
+    assert a.shape == (4, 128) and b.shape == (64, 4) and scaling == 2.0
+    assert safe["model.layers.0.self_attn.k_proj"][2] == pytest.approx(4 / 2 ** 0.5)
+    assert len(care) == 2 * 3 and len(safe) == 2 * 5
+
+
+def test_read_value_vector_missing_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        read_value_vector(tmp_path / "nowhere")
+
+
+def test_read_value_vector_rejects_dora(setup, tmp_path):
+    _, adapters, _ = setup
+    folder = tmp_path / "dora"
+    folder.mkdir()
+    (folder / "adapter_model.safetensors").write_bytes((adapters["care"] / "adapter_model.safetensors").read_bytes())
+    config = json.loads((adapters["care"] / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    with pytest.raises(ValueError, match=r"dora.*use_dora"):
+        read_value_vector(folder)

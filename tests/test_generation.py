@@ -1,0 +1,135 @@
+"""generate_grid: per-row λ batches equal merged models, only new tokens, batch-size invariance, shard resume."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from mva_core.combine import ValueMixer, merge_explicit
+from mva_core.generation import GenerationSettings, encode_prompts, generate_grid
+from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
+
+ADAPTER_CONFIGS = {
+    "care": LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]),
+    "safe": LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "k_proj", "o_proj", "gate_proj", "up_proj"]),
+}
+QUESTIONS = ["Hi", "What is the capital of France?", "Please explain how photosynthesis works in simple words.",
+             "How do I fix a flat tire?", "Mix flour"]
+SETTINGS = GenerationSettings(max_new_tokens=8, batch_size=8)
+
+
+def save_random_adapter(model, config: LoraConfig, folder: Path, seed: int) -> Path:
+    """Save a LoRA adapter for ``model`` whose B is random (non-zero) with PEFT."""
+    peft_model = get_peft_model(copy.deepcopy(model), copy.deepcopy(config))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.3)
+    peft_model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_llama(tokenizer).eval()
+    root = tmp_path_factory.mktemp("vectors")
+    adapters = {v: save_random_adapter(model, c, root / v, seed=i) for i, (v, c) in enumerate(ADAPTER_CONFIGS.items())}
+    mixer = ValueMixer.attach(copy.deepcopy(model), adapters)
+    prompts = pd.DataFrame({
+        "prompt_id": [f"p{i}" for i in range(len(QUESTIONS))],
+        "prompt": [[{"role": "user", "content": q}] for q in QUESTIONS],
+    })
+    points = pd.DataFrame({"point_id": [0, 1, 2, 3], "lam_care": [0.0, 1.0, -0.5, 2.0], "lam_safe": [0.0, 0.5, 1.5, -1.0]})
+    return tokenizer, model, adapters, mixer, prompts, points
+
+
+def reference_response(model, tokenizer, ids: list[int], max_new_tokens: int) -> str:
+    """Greedy answer of one unpadded prompt."""
+    with torch.inference_mode():
+        out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
+
+
+def test_mixer_grid_equals_merged_models(setup):
+    tokenizer, model, adapters, mixer, prompts, points = setup
+    result = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False)
+    assert list(result.columns) == ["point_id", "prompt_id", "response", "n_prompt_tokens", "n_response_tokens", "finished"]
+    assert list(zip(result.point_id, result.prompt_id)) == [(pt, pr) for pt in points.point_id for pr in prompts.prompt_id]
+    encoded = encode_prompts(tokenizer, prompts)
+    for point in points.itertuples():
+        merged = merge_explicit(model, adapters, {"care": point.lam_care, "safe": point.lam_safe})
+        expected = [reference_response(merged, tokenizer, ids, SETTINGS.max_new_tokens) for ids in encoded]
+        assert result[result.point_id == point.point_id].response.tolist() == expected
+    assert result.groupby("point_id").response.apply(tuple).nunique() > 1, "grid points should differ"
+
+
+def test_responses_hold_only_new_tokens(setup):
+    tokenizer, model, _, _, prompts, points = setup
+    result = generate_grid(model, tokenizer, None, prompts, points[["point_id"]].head(1), SETTINGS, progress=False)
+    rendered = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts.prompt]
+    assert result.n_prompt_tokens.tolist() == [len(tokenizer(t, add_special_tokens=False).input_ids) for t in rendered]
+    for question, response in zip(QUESTIONS, result.response):
+        assert question not in response and "user" not in response
+    assert (result.n_response_tokens == SETTINGS.max_new_tokens).all() and not result.finished.any()
+
+
+def test_every_token_eos_finishes_immediately(setup):
+    tokenizer, model, _, _, prompts, _ = setup
+    eager = copy.deepcopy(model)
+    eager.generation_config.eos_token_id = list(range(len(tokenizer)))
+    result = generate_grid(eager, tokenizer, None, prompts, pd.DataFrame({"point_id": ["sft"]}), SETTINGS, progress=False)
+    assert result.finished.all() and (result.n_response_tokens == 0).all() and (result.response == "").all()
+
+
+def test_batch_size_does_not_change_greedy_outputs(setup):
+    tokenizer, _, _, mixer, prompts, points = setup
+    one = generate_grid(mixer.model, tokenizer, mixer, prompts, points, GenerationSettings(max_new_tokens=8, batch_size=1), progress=False)
+    eight = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False)
+    pd.testing.assert_frame_equal(one, eight)
+
+
+def test_shards_are_reused(setup, tmp_path):
+    tokenizer, _, _, mixer, prompts, points = setup
+    first = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False, shard_dir=tmp_path, shard_size=6)
+    shards = sorted(tmp_path.glob("*/shard-*.parquet"))
+    assert len(shards) == 4  # 20 rows in shards of 6
+    stamps = [p.stat().st_mtime_ns for p in shards]
+    shards[-1].unlink()
+    second = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False, shard_dir=tmp_path, shard_size=6)
+    assert [p.stat().st_mtime_ns for p in shards[:-1]] == stamps[:-1] and shards[-1].is_file()
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_lambda_columns_must_match_mixer(setup):
+    tokenizer, _, _, mixer, prompts, points = setup
+    with pytest.raises(ValueError, match="lam_safe"):
+        generate_grid(mixer.model, tokenizer, mixer, prompts, points.drop(columns="lam_safe"), SETTINGS, progress=False)
+
+
+def test_out_of_memory_halves_the_batch(setup, monkeypatch):
+    tokenizer, _, _, mixer, prompts, points = setup
+    expected = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False)
+    real_generate, sizes = mixer.model.generate, []
+
+    def small_memory_generate(*, input_ids, **kwargs):
+        sizes.append(len(input_ids))
+        if len(input_ids) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_generate(input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(mixer.model, "generate", small_memory_generate)
+    pd.testing.assert_frame_equal(generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False), expected)
+    assert sizes[:3] == [8, 4, 2] and set(sizes[3:]) == {2}
+
+
+def test_sampling_is_seeded(setup):
+    tokenizer, _, _, mixer, prompts, points = setup
+    sampled = GenerationSettings(max_new_tokens=8, batch_size=8, do_sample=True, temperature=0.8, top_p=0.9, seed=3)
+    runs = [generate_grid(mixer.model, tokenizer, mixer, prompts, points, sampled, progress=False) for _ in range(2)]
+    pd.testing.assert_frame_equal(*runs)

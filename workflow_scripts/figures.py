@@ -1,0 +1,27 @@
+"""Snakemake entry point: the run's figures (PNG + PDF) and summary.md."""
+import glob
+
+import pandas as pd
+
+from mva_core.artifacts import write_text
+from mva_core.reporting import (
+    EvaluationTables,
+    read_accuracies,
+    summary_markdown,
+    total_wall_seconds,
+    write_figures,
+)
+from mva_core.workflow_io import logged_job
+
+with logged_job(snakemake.log[0]) as log:
+    inp, params = snakemake.input, snakemake.params
+    tables = EvaluationTables(*(pd.read_parquet(p) for p in (inp.means, inp.frontiers, inp.selections, inp.win_rates)))
+    points = pd.concat([pd.read_parquet(p) for p in inp.points], ignore_index=True)
+    logs = {label: pd.read_parquet(f"{p}/training_log.parquet") for label, p in zip(params.log_labels, inp.training_logs)}
+    written = write_figures(tables, points, logs, params.figure_dir, params.values)
+    log.info("wrote %s", [str(p) for p in written])
+    decorrelation = {m: pd.read_parquet(p) for m, p in zip(params.methods, inp.decorrelation)}
+    benchmarks = glob.glob(f"{params.run_dir}/benchmarks/**/*.tsv", recursive=True)
+    text = summary_markdown(params.run_name, tables, read_accuracies(inp.accuracy), decorrelation,
+                            total_wall_seconds(benchmarks) if benchmarks else None)
+    write_text(text, snakemake.output.summary)

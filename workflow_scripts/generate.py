@@ -1,0 +1,30 @@
+"""Snakemake entry point: one model load, all of a method's grid points, batched generation."""
+import shutil
+
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from mva_core.artifacts import write_parquet
+from mva_core.combine import ValueMixer
+from mva_core.generation import GenerationSettings, generate_grid
+from mva_core.runtime import inference_device_and_dtype
+from mva_core.workflow_io import logged_job
+
+with logged_job(snakemake.log[0]):
+    torch.set_num_threads(snakemake.threads)
+    device, dtype = inference_device_and_dtype()
+    tokenizer = AutoTokenizer.from_pretrained(snakemake.input.policy)
+    model = AutoModelForCausalLM.from_pretrained(snakemake.input.policy, dtype=dtype).to(device)
+    mixer = ValueMixer.attach(model, {value: snakemake.input[value] for value in snakemake.params.values})
+    generations = generate_grid(
+        model,
+        tokenizer,
+        mixer,
+        pd.read_parquet(snakemake.input.prompts),
+        pd.read_parquet(snakemake.input.points),
+        GenerationSettings(**snakemake.params.generation),
+        shard_dir=snakemake.params.shard_dir,
+    )
+    write_parquet(generations.assign(method=snakemake.wildcards.method), snakemake.output[0])
+    shutil.rmtree(snakemake.params.shard_dir, ignore_errors=True)

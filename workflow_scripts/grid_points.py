@@ -1,0 +1,11 @@
+"""Snakemake entry point: the λ points one method is evaluated at."""
+from mva_core.artifacts import write_parquet
+from mva_core.grid import GridSettings, grid_points
+from mva_core.workflow_io import logged_job
+
+with logged_job(snakemake.log[0]):
+    grid = dict(snakemake.params.grid)
+    grid["lambdas"] = tuple(grid["lambdas"])
+    grid["points"] = tuple(tuple(p) for p in grid["points"])
+    points = grid_points(GridSettings(**grid), snakemake.params.values, seed=snakemake.params.seed)
+    write_parquet(points.assign(method=snakemake.wildcards.method), snakemake.output[0])

@@ -1,0 +1,13 @@
+"""Snakemake entry point: pairwise accuracy of one value's reward model on held-out eval pairs."""
+import pandas as pd
+import torch
+
+from mva_core.artifacts import write_json
+from mva_core.reward_models import RewardModelSettings, RewardScorer, pairwise_accuracy
+from mva_core.workflow_io import logged_job
+
+with logged_job(snakemake.log[0]):
+    torch.set_num_threads(snakemake.threads)
+    scorer = RewardScorer.load(snakemake.params.location, RewardModelSettings(**snakemake.params.settings))
+    result = pairwise_accuracy(scorer, pd.read_parquet(snakemake.input.pairs))
+    write_json({"value": snakemake.wildcards.value, **result, "scorer": scorer.describe()}, snakemake.output[0])

@@ -1,0 +1,20 @@
+"""Snakemake entry point: score one method's generations with one value's reward model (batched, cached)."""
+import pandas as pd
+import torch
+
+from mva_core.artifacts import write_parquet
+from mva_core.reward_models import RewardModelSettings, RewardScorer, score_generations
+from mva_core.workflow_io import logged_job
+
+with logged_job(snakemake.log[0]):
+    torch.set_num_threads(snakemake.threads)
+    scorer = RewardScorer.load(snakemake.params.location, RewardModelSettings(**snakemake.params.settings))
+    scores = score_generations(
+        scorer,
+        pd.read_parquet(snakemake.input.generations),
+        pd.read_parquet(snakemake.input.prompts),
+        snakemake.wildcards.value,
+    )
+    description = scorer.describe()
+    scores = scores.assign(rm_batch_size=description["batch_size"], rm_dtype=description["dtype"])
+    write_parquet(scores, snakemake.output[0])

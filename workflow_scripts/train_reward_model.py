@@ -1,0 +1,15 @@
+"""Snakemake entry point: train one value's reward model on its rm_train split."""
+import pandas as pd
+
+from mva_core.reward_models import RewardModelSettings, train_reward_model
+from mva_core.workflow_io import logged_job
+
+with logged_job(snakemake.log[0]):
+    train_reward_model(
+        snakemake.input.base,
+        pd.read_parquet(snakemake.input.pairs),
+        snakemake.output[0],
+        RewardModelSettings(**snakemake.params.settings),
+        checkpoint_dir=snakemake.params.checkpoint_dir,
+        threads=snakemake.threads,
+    )
