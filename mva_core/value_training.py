@@ -1,0 +1,341 @@
+"""Train one value vector: a DPO LoRA adapter, optionally decorrelated from frozen earlier value vectors.
+
+The adapter being trained is PEFT's ``default``; TRL copies it to ``ref`` (a fresh LoRA has B = 0, so the reference
+is the SFT model) and precomputes the reference log-probs. Earlier value vectors are loaded beside it under their
+value names, frozen and inactive: they only enter the loss through ``mva_core.penalties``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pandas as pd
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from trl import DPOConfig, DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from mva_core.artifacts import atomic_directory, config_hash, library_versions, write_json, write_parquet
+from mva_core.penalties import PenaltySettings, collect_lora_pairs, decorrelation_penalty
+
+TRAINED_ADAPTER = "default"
+RESERVED_ADAPTERS = (TRAINED_ADAPTER, "ref")  # "ref" is TRL's copy of the fresh adapter
+PAIR_COLUMNS = ("pair_id", "prompt", "chosen", "rejected")
+RUN_FINGERPRINT = "run_fingerprint.json"  # in checkpoint_dir: which run its checkpoints belong to
+LOG_COLUMNS = ("step", "epoch", "loss", "dpo_loss", "penalty", "rewards/accuracies", "rewards/margins", "learning_rate")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA shape of a value vector.
+
+    ``dropout`` is written to the adapter config, but TRL's ``disable_dropout`` (on by default, as in the trl 0.9.6
+    the released code used) sets every dropout, LoRA's included, to 0 while training.
+    """
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass(frozen=True)
+class DPOSettings:
+    """DPO optimisation settings.
+
+    ``max_prompt_length`` keeps the end of over-long prompts; ``max_length`` then truncates prompt+response from
+    the end. ``warmup_ratio`` is a fraction of the total steps.
+    """
+
+    beta: float = 0.1
+    learning_rate: float = 5e-5
+    epochs: int = 1
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 512
+    max_prompt_length: int = 128
+    precompute_ref_log_probs: bool = True
+    save_steps: int = 50
+    logging_steps: int = 1
+    seed: int = 42
+    warmup_ratio: float = 0.0
+    lr_scheduler: str = "linear"
+    gradient_checkpointing: bool = False
+
+
+class NonFiniteLossError(RuntimeError):
+    """The DPO loss or the decorrelation penalty became NaN or infinite."""
+
+
+@dataclass
+class PreferenceCollator(DataCollatorForPreference):
+    """TRL's preference collator, plus left truncation of the prompt and a pass-through ``pair_id`` list."""
+
+    max_prompt_length: int | None = None
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.max_prompt_length is not None:
+            examples = [{**ex, "prompt_ids": ex["prompt_ids"][-self.max_prompt_length :]} for ex in examples]
+        batch = super().torch_call(examples)
+        if "pair_id" in examples[0]:
+            batch["pair_id"] = [ex["pair_id"] for ex in examples]
+        return batch
+
+
+class DecorrelatedDPOTrainer(DPOTrainer):
+    """DPO on adapter ``default`` plus ``penalty.weight`` × a decorrelation penalty against ``frozen_adapters``.
+
+    Logs ``dpo_loss`` and the unweighted ``penalty`` beside TRL's metrics; raises NonFiniteLossError on NaN/inf.
+    """
+
+    def __init__(
+        self, model: PeftModel, *args: Any, penalty: PenaltySettings, frozen_adapters: Sequence[str], **kwargs: Any
+    ):
+        if not isinstance(model, PeftModel):
+            raise TypeError(f"model must be a PeftModel with adapter {TRAINED_ADAPTER!r}, got {type(model).__name__}")
+        self.penalty = penalty
+        self.frozen_adapters = tuple(frozen_adapters)
+        uses_penalty = penalty.active and bool(self.frozen_adapters)
+        max_rows = penalty.max_rows if penalty.kind == "hsic" and penalty.form == "delta_w" else None
+        # Built before TRL's (expensive) reference precompute so a missing adapter fails fast.
+        self._pairs = (
+            collect_lora_pairs(model, TRAINED_ADAPTER, self.frozen_adapters, penalty.modules, max_rows)
+            if uses_penalty
+            else []
+        )
+        super().__init__(model, *args, **kwargs)
+        for name, param in model.named_parameters():  # TRL's "ref" copy and the frozen values must not train
+            param.requires_grad_(".lora_" in name and f".{TRAINED_ADAPTER}." in name)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if "pair_id" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "pair_id"]  # keep pair ids for error messages
+
+    def compute_ref_log_probs(self, model, inputs):
+        return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != "pair_id"})
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        pair_ids = inputs.get("pair_id")
+        inputs = {k: v for k, v in inputs.items() if k != "pair_id"}
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        dpo_loss = result[0] if return_outputs else result
+        if self._pairs:
+            penalty = decorrelation_penalty(self._pairs, self.penalty)
+            loss = dpo_loss + self.penalty.weight * penalty
+        else:
+            penalty, loss = torch.zeros((), device=dpo_loss.device), dpo_loss
+        for label, value in (("DPO loss", dpo_loss), ("decorrelation penalty", penalty)):
+            if not torch.isfinite(value).all():
+                raise NonFiniteLossError(
+                    f"{label} is {value.item()} at global step {self.state.global_step + 1} "
+                    f"(pair ids: {pair_ids if pair_ids is not None else 'unavailable'})"
+                )
+        metrics = self._metrics["train" if model.training else "eval"]
+        metrics["dpo_loss"].append(dpo_loss.item())
+        metrics["penalty"].append(penalty.item())
+        return (loss, result[1]) if return_outputs else loss
+
+
+def train_value_vector(
+    sft_model_dir: str | os.PathLike,
+    pairs: pd.DataFrame,
+    output_dir: str | os.PathLike,
+    *,
+    frozen_vectors: Mapping[str, str | os.PathLike],
+    lora: LoraSettings,
+    dpo: DPOSettings,
+    penalty: PenaltySettings,
+    checkpoint_dir: str | os.PathLike,
+    threads: int | None = None,
+) -> Path:
+    """DPO-train a LoRA value vector on ``pairs`` and write it to ``output_dir`` (atomically).
+
+    ``frozen_vectors`` maps value name -> directory of an earlier adapter to decorrelate from. Checkpoints go to
+    ``checkpoint_dir`` every ``dpo.save_steps`` steps; a rerun with the same inputs and settings resumes from the
+    latest one (checkpoints of a different run are discarded), and the directory is deleted once the result is
+    written. Output: ``adapter_model.safetensors`` + ``adapter_config.json`` (adapter ``default``
+    only), ``training_log.parquet`` and ``metadata.json``.
+    """
+    started = time.monotonic()
+    dataset = _preference_dataset(pairs)
+    _check_frozen_vectors(frozen_vectors)
+    frozen = {value: str(path) for value, path in frozen_vectors.items()}
+    run = {
+        "sft_model_dir": str(sft_model_dir),
+        "pair_ids": pairs["pair_id"].astype(str).tolist(),
+        "frozen_vectors": frozen,
+    }
+    run["settings"] = {name: dataclasses.asdict(x) for name, x in (("lora", lora), ("dpo", dpo), ("penalty", penalty))}
+    resume_from = _resume_point(checkpoint_dir, run)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    on_cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if on_cuda else torch.float32
+
+    tokenizer = AutoTokenizer.from_pretrained(sft_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(sft_model_dir, dtype=dtype).to("cuda" if on_cuda else "cpu")
+    set_seed(dpo.seed)  # the fresh adapter's initialisation
+    lora_config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base, lora_config)
+    for value, adapter_dir in frozen.items():
+        model.load_adapter(adapter_dir, adapter_name=value, is_trainable=False)
+    model.set_adapter(TRAINED_ADAPTER)
+
+    args = DPOConfig(
+        output_dir=str(checkpoint_dir),
+        beta=dpo.beta,
+        learning_rate=dpo.learning_rate,
+        num_train_epochs=dpo.epochs,
+        per_device_train_batch_size=dpo.batch_size,
+        gradient_accumulation_steps=dpo.grad_accum,
+        max_length=None,  # truncation is done by PreferenceCollator, so TRL drops no pair for a long prompt
+        precompute_ref_log_probs=dpo.precompute_ref_log_probs,
+        save_strategy="steps",
+        save_steps=dpo.save_steps,
+        save_total_limit=2,
+        logging_steps=dpo.logging_steps,
+        seed=dpo.seed,
+        warmup_steps=dpo.warmup_ratio,
+        lr_scheduler_type=dpo.lr_scheduler,
+        activation_checkpointing=dpo.gradient_checkpointing,
+        bf16=on_cuda,
+        use_cpu=not on_cuda,
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    collator = PreferenceCollator(
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        max_length=dpo.max_length,
+        max_prompt_length=dpo.max_prompt_length,
+    )
+    with _quiet_progress_bars():
+        trainer = DecorrelatedDPOTrainer(
+            model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            data_collator=collator,
+            penalty=penalty,
+            frozen_adapters=list(frozen),
+        )
+        trainer.train(resume_from_checkpoint=resume_from)
+
+    with atomic_directory(output_dir) as tmp:
+        model.save_pretrained(str(tmp), selected_adapters=[TRAINED_ADAPTER])
+        write_parquet(training_log(trainer.state.log_history), tmp / "training_log.parquet")
+        write_json(
+            {
+                "seed": dpo.seed,
+                "sft_model_dir": run["sft_model_dir"],
+                "frozen_vectors": frozen,
+                **run["settings"],
+                "trl_disable_dropout": args.disable_dropout,
+                "n_pairs": len(pairs),
+                "global_steps": trainer.state.global_step,
+                "resumed_from": Path(resume_from).name if resume_from else None,
+                "device": "cuda" if on_cuda else "cpu",
+                "dtype": str(dtype),
+                "library_versions": library_versions(),
+                "wall_time_s": round(time.monotonic() - started, 3),
+            },
+            tmp / "metadata.json",
+        )
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return Path(output_dir)
+
+
+def training_log(log_history: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per-logging-step training records (TRL's metrics included), with the LOG_COLUMNS always present and first."""
+    records = [entry for entry in log_history if "loss" in entry]
+    df = pd.DataFrame.from_records(records)
+    for column in LOG_COLUMNS:
+        if column not in df.columns:
+            df[column] = float("nan")
+    return df[[*LOG_COLUMNS, *sorted(set(df.columns) - set(LOG_COLUMNS))]]
+
+
+def _preference_dataset(pairs: pd.DataFrame) -> datasets.Dataset:
+    """TRL conversational rows: the prompt messages, and chosen/rejected as one assistant message each."""
+    missing = [column for column in PAIR_COLUMNS if column not in pairs.columns]
+    if missing:
+        raise ValueError(f"preference pairs lack column(s) {missing}; expected {list(PAIR_COLUMNS)}")
+    if pairs.empty:
+        raise ValueError("no preference pairs to train on")
+    duplicated = pairs["pair_id"][pairs["pair_id"].duplicated()]
+    if not duplicated.empty:
+        raise ValueError(f"duplicate pair_id {duplicated.iloc[0]!r} in preference pairs")
+    rows = []
+    for row in pairs.itertuples(index=False):
+        try:
+            prompt = [{"role": str(message["role"]), "content": str(message["content"])} for message in row.prompt]
+        except (KeyError, TypeError):
+            prompt = []
+        if not prompt:
+            raise ValueError(f"pair {row.pair_id!r}: prompt must be a non-empty list of {{role, content}} messages")
+        rows.append(
+            {
+                "pair_id": str(row.pair_id),
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": str(row.chosen)}],
+                "rejected": [{"role": "assistant", "content": str(row.rejected)}],
+            }
+        )
+    return datasets.Dataset.from_list(rows)
+
+
+def _resume_point(checkpoint_dir: str | os.PathLike, run: dict[str, Any]) -> str | None:
+    """Latest checkpoint of this same run in ``checkpoint_dir`` (None: start afresh, stale checkpoints removed)."""
+    directory, fingerprint = Path(checkpoint_dir), config_hash(run)
+    marker = directory / RUN_FINGERPRINT
+    if directory.is_dir() and marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
+        return get_last_checkpoint(str(directory))
+    shutil.rmtree(directory, ignore_errors=True)
+    write_json({"fingerprint": fingerprint}, marker)
+    return None
+
+
+def _check_frozen_vectors(frozen_vectors: Mapping[str, str | os.PathLike]) -> None:
+    for value, adapter_dir in frozen_vectors.items():
+        if value in RESERVED_ADAPTERS:
+            raise ValueError(f"frozen vector name {value!r} is reserved (reserved: {list(RESERVED_ADAPTERS)})")
+        if not (Path(adapter_dir) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"frozen vector {value!r}: no adapter_config.json in {adapter_dir}")
+
+
+@contextlib.contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    """Silence the datasets and TRL precompute progress bars, which ``disable_tqdm`` does not cover."""
+    bars_were_on = datasets.is_progress_bar_enabled()
+    previous = os.environ.get("TQDM_DISABLE")
+    datasets.disable_progress_bars()
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous

@@ -1,0 +1,92 @@
+"""Decorrelation diagnostics read from saved adapters."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from mva_core.decorrelation import decorrelation_table, read_adapter, summarize_decorrelation
+from mva_core.hsic import hsic
+from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
+
+
+def save_random_adapter(path, seed: int, r: int = 4, alpha: int = 8, use_rslora: bool = False) -> None:
+    model = build_tiny_llama(build_tiny_tokenizer())
+    torch.manual_seed(seed)
+    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=["q_proj", "v_proj"], use_rslora=use_rslora)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.3)
+    peft_model.save_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    save_random_adapter(root / "helpful", seed=1)
+    save_random_adapter(root / "harmless", seed=2, r=4, alpha=16, use_rslora=True)
+    return {"helpful": root / "helpful", "harmless": root / "harmless"}
+
+
+def materialised(adapter_dir, module):
+    A, B, s = read_adapter(adapter_dir)[module]
+    return A, s * B.double() @ A.double()
+
+
+def rbf(X: torch.Tensor, sigma: float) -> torch.Tensor:
+    return torch.exp(-(torch.cdist(X, X) ** 2) / (2 * sigma**2))
+
+
+def test_read_adapter(adapters):
+    helpful = read_adapter(adapters["helpful"])
+    assert sorted(helpful) == [f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
+    A, B, scaling = helpful["model.layers.0.self_attn.q_proj"]
+    assert A.shape == (4, 64) and B.shape == (64, 4) and scaling == 2.0
+    assert read_adapter(adapters["harmless"])["model.layers.0.self_attn.q_proj"][2] == 16 / math.sqrt(4)  # rsLoRA
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        read_adapter(adapters["helpful"].parent)
+
+
+def test_table_matches_materialised_delta_w(adapters):
+    sigma = 3.0
+    table = decorrelation_table(adapters, sigma=sigma)
+    assert list(table.columns) == ["module", "value_a", "value_b", "hsic_lora_a", "hsic_delta_w", "cosine_delta_w"]
+    assert len(table) == 4 and set(table["value_a"]) == {"helpful"} and set(table["value_b"]) == {"harmless"}
+    for row in table.itertuples():
+        A_u, dW_u = materialised(adapters["helpful"], row.module)
+        A_v, dW_v = materialised(adapters["harmless"], row.module)
+        assert row.hsic_delta_w == pytest.approx(float(hsic(rbf(dW_u, sigma), rbf(dW_v, sigma))), rel=1e-4, abs=1e-8)
+        assert row.hsic_lora_a == pytest.approx(float(hsic(rbf(A_u, sigma), rbf(A_v, sigma))), rel=1e-4, abs=1e-8)
+        expected_cosine = torch.nn.functional.cosine_similarity(dW_u.flatten(), dW_v.flatten(), dim=0)
+        assert row.cosine_delta_w == pytest.approx(float(expected_cosine), abs=1e-9)
+    assert table["hsic_delta_w"].gt(0).all()
+
+
+def test_cosine_with_itself_is_one_and_summary(adapters):
+    table = decorrelation_table(
+        {"a": adapters["helpful"], "b": adapters["helpful"], "c": adapters["harmless"]}, sigma="median"
+    )
+    same = table[(table.value_a == "a") & (table.value_b == "b")]
+    assert same["cosine_delta_w"].to_numpy() == pytest.approx(1.0, abs=1e-12)
+    summary = summarize_decorrelation(table)
+    assert list(summary[["value_a", "value_b"]].itertuples(index=False, name=None)) == [
+        ("a", "b"),
+        ("a", "c"),
+        ("b", "c"),
+    ]
+    assert summary["n_modules"].tolist() == [4, 4, 4]
+    assert summary.loc[0, "hsic_delta_w"] == pytest.approx(same["hsic_delta_w"].mean())
+
+
+def test_table_row_sampling_and_errors(adapters):
+    sampled = decorrelation_table(adapters, sigma=3.0, max_rows=16)
+    full = decorrelation_table(adapters, sigma=3.0)
+    assert (sampled["hsic_lora_a"] == full["hsic_lora_a"]).all()
+    assert not (sampled["hsic_delta_w"] == full["hsic_delta_w"]).all()
+    with pytest.raises(ValueError, match="at least two"):
+        decorrelation_table({"helpful": adapters["helpful"]})
