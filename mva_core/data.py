@@ -523,7 +523,7 @@ def prepare_value_data(value: str, sources: Sequence[SourceSpec], fractions: Map
     """Load all sources of ``value``, drop cross-source duplicates, split by prompt and cap each split.
 
     Summary stages per source: ``read`` (reason ""), ``dropped`` (reason: a load drop reason,
-    ``cross_source_duplicate``, ``unassigned`` (prompt fell in the unused fraction) or ``over_cap``), ``kept``
+    ``cross_source_duplicate``, ``unassigned`` (prompt fell in the unused fraction) or ``over_cap:<split>``), ``kept``
     (reason: split name). Raises DataError if a split ends up empty.
     """
     if not sources:
@@ -543,7 +543,7 @@ def prepare_value_data(value: str, sources: Sequence[SourceSpec], fractions: Map
     for name, part in splits.items():
         cap = max_pairs.get(name)
         if cap is not None:
-            _count_dropped(summary, part["source"].iloc[cap:], "over_cap")
+            _count_dropped(summary, part["source"].iloc[cap:], f"over_cap:{name}")
             splits[name] = part.iloc[:cap].reset_index(drop=True)
     for name, part in splits.items():
         if part.empty:
