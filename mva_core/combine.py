@@ -11,9 +11,9 @@ import contextlib
 import copy
 import json
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import torch
 from safetensors.torch import load_file
@@ -149,7 +149,7 @@ class ValueMixer:
         self._lams = torch.zeros(1, len(values))
 
     @classmethod
-    def attach(cls, model: nn.Module, adapters: Mapping[str, str | Path]) -> "ValueMixer":
+    def attach(cls, model: nn.Module, adapters: Mapping[str, str | Path]) -> ValueMixer:
         """Replace every Linear targeted by any adapter with a ``MultiValueLinear`` (in place); λ starts at 0."""
         vectors = load_value_vectors(adapters)
         values = tuple(vectors)
@@ -185,7 +185,7 @@ class ValueMixer:
             layer.set_lambdas(converted[key])
 
     @contextlib.contextmanager
-    def lambdas(self, lams: Tensor | Sequence[float]) -> Iterator["ValueMixer"]:
+    def lambdas(self, lams: Tensor | Sequence[float]) -> Iterator[ValueMixer]:
         """Use ``lams`` inside the block, then restore the previous λ."""
         previous = self._lams
         self.set_lambdas(lams)

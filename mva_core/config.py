@@ -6,9 +6,10 @@ The schema lives in ``config/config.schema.yaml``; its section keys match the da
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "config.schema.yaml"
 INDEPENDENT = "independent"
@@ -63,12 +64,14 @@ def check_config(config: Mapping[str, Any]) -> None:
     split = config["data"]["split"]
     if sum(split.values()) > 1 + 1e-9:
         raise ConfigError(f"data.split fractions must sum to at most 1; got {split} (sum {sum(split.values()):.3f})")
+    evaluation = config["evaluation"]
+    k = len(values)
     for name, method in config["methods"].items():
         penalty = method["penalty"]
         if penalty["kind"] != "none" and penalty["weight"] == 0:
             raise ConfigError(f"methods.{name}.penalty.weight is 0 with kind '{penalty['kind']}': use kind 'none'")
-    evaluation = config["evaluation"]
-    k = len(values)
+        if method["type"] == "modpo":
+            _check_modpo(name, method, values, evaluation["weightings"])
     grid = evaluation["grid"]
     if grid["type"] == "list":
         if not grid["points"]:
@@ -88,6 +91,23 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"evaluation.win_rate_target '{evaluation['win_rate_target']}' is not a method; choose one of {sorted(config['methods'])}"
         )
+
+
+def modpo_target(config: Mapping[str, Any], method: str) -> str:
+    """The value a MODPO method trains on (default: the last value in training order)."""
+    return config["methods"][method].get("modpo_target") or value_order(config)[-1]
+
+
+def _check_modpo(name: str, method: Mapping[str, Any], values: list[str], weightings: list[list[float]]) -> None:
+    if method["penalty"]["kind"] != "none":
+        raise ConfigError(f"methods.{name}.penalty.kind must be 'none' for a modpo method (its margins use the "
+                          f"penalty-free value vectors)")
+    target = method.get("modpo_target") or values[-1]
+    if target not in values:
+        raise ConfigError(f"methods.{name}.modpo_target {target!r} is not a value; choose one of {values}")
+    for i, weighting in enumerate(weightings):
+        if weighting[values.index(target)] <= 0:
+            raise ConfigError(f"evaluation.weightings[{i}] gives modpo target {target!r} weight 0; MODPO divides by it")
 
 
 @dataclass(frozen=True)

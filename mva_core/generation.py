@@ -7,9 +7,9 @@ the batch size); with ``shard_dir`` each finished shard is written as Parquet an
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import torch

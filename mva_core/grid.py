@@ -6,15 +6,16 @@ Every method's grid always contains the SFT model (all λ = 0, kind ``sft``) and
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from mva_core.data import prompt_id
 
-KIND_PRIORITY = {"sft": 0, "single": 1, "grid": 2}
+KIND_PRIORITY = {"sft": 0, "single": 1, "grid": 2, "line": 2, "expo": 2, "modpo": 2}
+EXPO_LAMBDAS = (0.5, 1.0, 1.5, 2.0)
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,8 @@ def _grid_vectors(settings: GridSettings, k: int, seed: int) -> list[tuple[float
     raise ValueError(f"evaluation.grid.type {settings.type!r} is not one of product, list, simplex, box")
 
 
-def grid_points(settings: GridSettings, values: Sequence[str], seed: int = 0) -> pd.DataFrame:
-    """Points to evaluate: columns ``point_id``, ``kind`` and one ``lam_<value>`` per value (training order)."""
-    k = len(values)
-    candidates = [(tuple([0.0] * k), "sft")]
-    candidates += [(tuple(float(i == j) for j in range(k)), "single") for i in range(k)]
-    candidates += [(tuple(float(x) for x in vec), "grid") for vec in _grid_vectors(settings, k, seed)]
+def _table(candidates: Sequence[tuple[tuple[float, ...], str]], values: Sequence[str]) -> pd.DataFrame:
+    """Points from (λ vector, kind) candidates: one row per distinct λ, the reference kinds winning ties."""
     best: dict[str, tuple[tuple[float, ...], str]] = {}
     for vec, kind in candidates:
         pid = point_id(vec)
@@ -63,6 +60,58 @@ def grid_points(settings: GridSettings, values: Sequence[str], seed: int = 0) ->
     table = pd.DataFrame(rows)
     table["_rank"] = table["kind"].map(KIND_PRIORITY)
     return table.sort_values(["_rank", "point_id"], ignore_index=True).drop(columns="_rank")
+
+
+def _references(k: int) -> list[tuple[tuple[float, ...], str]]:
+    return [(tuple([0.0] * k), "sft")] + [(tuple(float(i == j) for j in range(k)), "single") for i in range(k)]
+
+
+def grid_points(settings: GridSettings, values: Sequence[str], seed: int = 0) -> pd.DataFrame:
+    """Points to evaluate: columns ``point_id``, ``kind`` and one ``lam_<value>`` per value (training order)."""
+    k = len(values)
+    grid = [(tuple(float(x) for x in vec), "grid") for vec in _grid_vectors(settings, k, seed)]
+    return _table(_references(k) + grid, values)
+
+
+def line_points(lambdas: Sequence[float], values: Sequence[str], diagonal: bool, kind: str) -> pd.DataFrame:
+    """Each value vector alone along its own λ line (and, with ``diagonal``, all of them together)."""
+    k = len(values)
+    candidates = [(tuple(lam * float(i == j) for j in range(k)), kind) for i in range(k) for lam in lambdas]
+    if diagonal:
+        candidates += [(tuple([float(lam)] * k), kind) for lam in lambdas]
+    return _table(_references(k) + candidates, values)
+
+
+def modpo_points(weightings: Sequence[Sequence[float]], values: Sequence[str]) -> pd.DataFrame:
+    """One point per weighting (λ columns hold the weighting), served by MODPO adapter ``w<index>``; plus SFT."""
+    table = _table([(tuple([0.0] * len(values)), "sft")], values).assign(adapter="")
+    rows = [{"point_id": f"modpo_w{i}", "kind": "modpo", **{f"lam_{v}": float(w) for v, w in zip(values, weighting)},
+             "adapter": f"w{i}"} for i, weighting in enumerate(weightings)]
+    return pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
+
+
+def method_points(method: Mapping, grid: GridSettings, values: Sequence[str], weightings: Sequence[Sequence[float]],
+                  seed: int = 0) -> pd.DataFrame:
+    """The points a method (a ``methods.<name>`` config section) is evaluated at."""
+    kind = method.get("type", "grid")
+    if kind == "grid":
+        return grid_points(grid, values, seed)
+    if kind == "single":
+        return line_points(method.get("lambdas") or grid.lambdas, values, diagonal=False, kind="line")
+    if kind == "expo":
+        return line_points(method.get("lambdas") or EXPO_LAMBDAS, values, diagonal=True, kind="expo")
+    if kind == "modpo":
+        return modpo_points(weightings, values)
+    raise ValueError(f"method type {kind!r} is not one of grid, single, expo, modpo")
+
+
+def mixer_lambdas(points: pd.DataFrame) -> pd.DataFrame:
+    """λ columns for the generation mixer: MODPO points switch on their own adapter, others use lam_<value>."""
+    if "adapter" not in points.columns:
+        return points
+    adapters = sorted(a for a in points["adapter"].unique() if a)
+    onehot = {f"lam_{a}": (points["adapter"] == a).astype(float) for a in adapters}
+    return pd.DataFrame({"point_id": points["point_id"], **onehot})
 
 
 def evaluation_prompts(eval_splits: Mapping[str, pd.DataFrame], per_value: int) -> pd.DataFrame:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import pandas as pd
 
@@ -49,7 +49,7 @@ def build_tables(scores: pd.DataFrame, points: pd.DataFrame, evaluation: Mapping
 
 
 def write_figures(tables: EvaluationTables, points: pd.DataFrame, training_logs: Mapping[str, pd.DataFrame],
-                  out_dir: str | Path, values: Sequence[str]) -> list[Path]:
+                  out_dir: str | Path, values: Sequence[str], heatmap_methods: Sequence[str]) -> list[Path]:
     """Fig. 2-5 style figures (PNG + PDF) for this run; returns every file written."""
     out = Path(out_dir)
     wide = wide_means(tables.means, with_ci=True)
@@ -61,9 +61,8 @@ def write_figures(tables: EvaluationTables, points: pd.DataFrame, training_logs:
                                   error_bars=True)
     if len(tables.win_rates):
         written += plot_win_rates(tables.win_rates, out / "win_rates")
-    if len(values) == 2:
-        for method in sorted(set(points["method"])):
-            written += plot_reward_heatmaps(wide, points, method, out / f"heatmap_{method}")
+    for method in heatmap_methods:
+        written += plot_reward_heatmaps(wide, points, method, out / f"heatmap_{method}")
     written += plot_single_vectors(wide, points, out / "single_value_vectors", error_bars=True)
     written += plot_training_curves(dict(training_logs), out / "training_curves")
     return written

@@ -10,6 +10,7 @@ reward-model scores move with batch size and dtype (anchors.md §3.3).
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from mva_core.artifacts import atomic_directory, library_versions, write_json, write_parquet
+from mva_core.runtime import resume_point
 
 if TYPE_CHECKING:  # trl, peft and datasets are imported only by training: scoring jobs start faster without them
     from datasets import Dataset
@@ -60,6 +62,7 @@ class RewardModelSettings:
     train_batch_size: int = 8
     lora_r: int | None = 16
     seed: int = 42
+    backbone_layers: int | None = None
     gradient_checkpointing: bool = False
     save_steps: int = 500
 
@@ -237,14 +240,6 @@ def _preference_dataset(
     })
 
 
-def _last_checkpoint(checkpoint_dir: Path | None) -> str | None:
-    if checkpoint_dir is None or not checkpoint_dir.is_dir():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(checkpoint_dir))
-
-
 def _reward_config(settings: RewardModelSettings, output_dir: Path, checkpointing: bool) -> RewardConfig:
     from trl import RewardConfig
 
@@ -275,8 +270,10 @@ def _load_backbone(
     from transformers import set_seed
 
     set_seed(settings.seed)  # the new head is randomly initialised
+    layers = {"num_hidden_layers": settings.backbone_layers} if settings.backbone_layers else {}
     return AutoModelForSequenceClassification.from_pretrained(
         base_model_dir,
+        **layers,
         num_labels=1,
         pad_token_id=tokenizer.pad_token_id,
         dtype=torch.float32,
@@ -297,7 +294,7 @@ def train_reward_model(
 
     ``output_dir`` receives safetensors weights (LoRA merged), tokenizer, ``training_log.parquet`` and
     ``metadata.json``, atomically. With ``checkpoint_dir`` the trainer checkpoints every ``save_steps`` steps there
-    and resumes from the latest checkpoint found.
+    and resumes from the latest checkpoint of the same run (inputs and settings); it is removed after success.
     """
     from trl import RewardTrainer
 
@@ -308,7 +305,9 @@ def train_reward_model(
     tokenizer = _load_tokenizer(str(base_model_dir), settings.trust_remote_code)
     dataset = _preference_dataset(tokenizer, pairs, settings)
     model = _load_backbone(base_model_dir, tokenizer, settings)
-    resume = _last_checkpoint(checkpoint_dir)
+    run = {"base_model_dir": str(base_model_dir), "pair_ids": pairs["pair_id"].astype(str).tolist(),
+           "settings": asdict(settings)}
+    resume = resume_point(checkpoint_dir, run) if checkpoint_dir is not None else None
     with tempfile.TemporaryDirectory(prefix="rm_trainer_") as scratch:
         trainer = RewardTrainer(
             model=model,
@@ -328,6 +327,8 @@ def train_reward_model(
         "library_versions": library_versions(),
     }
     _save_reward_model(trained, tokenizer, pd.DataFrame(trainer.state.log_history), metadata, output_dir)
+    if checkpoint_dir is not None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return output_dir
 
 

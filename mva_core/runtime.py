@@ -1,10 +1,15 @@
 """Device, thread and checkpoint helpers shared by the training stages."""
 from __future__ import annotations
 
-import re
+import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
+from transformers.trainer_utils import get_last_checkpoint
+
+from mva_core.artifacts import config_hash, write_json
 
 
 def has_cuda() -> bool:
@@ -19,17 +24,22 @@ def training_device_kwargs() -> dict:
     return {"use_cpu": True}
 
 
-def latest_checkpoint(checkpoint_dir: str | Path) -> str | None:
-    """Path of the newest ``checkpoint-<step>`` in ``checkpoint_dir`` (to resume a killed run), or None."""
-    folder = Path(checkpoint_dir)
-    if not folder.is_dir():
-        return None
-    steps = [
-        (int(m.group(1)), p)
-        for p in folder.iterdir()
-        if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and (p / "trainer_state.json").is_file()
-    ]
-    return str(max(steps)[1]) if steps else None
+RUN_FINGERPRINT = "run_fingerprint.json"  # in a checkpoint dir: which run its checkpoints belong to
+
+
+def resume_point(checkpoint_dir: str | Path, run: dict[str, Any]) -> str | None:
+    """Latest checkpoint in ``checkpoint_dir`` if it belongs to this same ``run`` (inputs + settings), else None.
+
+    Checkpoints of a different run (changed data or settings) are deleted, so a killed job resumes only into
+    the same computation.
+    """
+    directory, fingerprint = Path(checkpoint_dir), config_hash(run)
+    marker = directory / RUN_FINGERPRINT
+    if directory.is_dir() and marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
+        return get_last_checkpoint(str(directory))
+    shutil.rmtree(directory, ignore_errors=True)
+    write_json({"fingerprint": fingerprint}, marker)
+    return None
 
 
 def inference_device_and_dtype() -> tuple[str, torch.dtype]:

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from mva_core.artifacts import atomic_directory, library_versions, write_json, write_parquet
-from mva_core.runtime import latest_checkpoint, training_device_kwargs
+from mva_core.runtime import resume_point, training_device_kwargs
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,8 @@ def run_sft(
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=sft_rows(pairs), processing_class=tokenizer, peft_config=peft_config
     )
-    trainer.train(resume_from_checkpoint=latest_checkpoint(checkpoint_dir))
+    run = {"base_model_dir": str(base_model_dir), "pair_ids": pairs["pair_id"].astype(str).tolist(), "settings": asdict(settings)}
+    trainer.train(resume_from_checkpoint=resume_point(checkpoint_dir, run))
     merged = trainer.model.merge_and_unload()
     log = pd.DataFrame([row for row in trainer.state.log_history if "loss" in row])
     with atomic_directory(output_dir) as tmp:

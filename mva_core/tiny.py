@@ -5,8 +5,8 @@ download. The tokenizer is byte-level, so any text (any language, emoji) can be 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -23,17 +22,16 @@ import pandas as pd
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from mva_core.artifacts import atomic_directory, config_hash, library_versions, write_json, write_parquet
+from mva_core.artifacts import atomic_directory, library_versions, write_json, write_parquet
 from mva_core.penalties import PenaltySettings, collect_lora_pairs, decorrelation_penalty
+from mva_core.runtime import resume_point
 
 TRAINED_ADAPTER = "default"
 RESERVED_ADAPTERS = (TRAINED_ADAPTER, "ref")  # "ref" is TRL's copy of the fresh adapter
 PAIR_COLUMNS = ("pair_id", "prompt", "chosen", "rejected")
-RUN_FINGERPRINT = "run_fingerprint.json"  # in checkpoint_dir: which run its checkpoints belong to
 LOG_COLUMNS = ("step", "epoch", "loss", "dpo_loss", "penalty", "rewards/accuracies", "rewards/margins", "learning_rate")
 
 
@@ -116,7 +114,12 @@ class DecorrelatedDPOTrainer(DPOTrainer):
             else []
         )
         super().__init__(model, *args, **kwargs)
-        for name, param in model.named_parameters():  # TRL's "ref" copy and the frozen values must not train
+        self._train_only_trained_adapter(model)
+
+    @staticmethod
+    def _train_only_trained_adapter(model: PeftModel) -> None:
+        """TRL's "ref" copy and the frozen values must not train (PEFT's set_adapter flips these flags)."""
+        for name, param in model.named_parameters():
             param.requires_grad_(".lora_" in name and f".{TRAINED_ADAPTER}." in name)
 
     def _set_signature_columns_if_needed(self) -> None:
@@ -160,8 +163,13 @@ def train_value_vector(
     penalty: PenaltySettings,
     checkpoint_dir: str | os.PathLike,
     threads: int | None = None,
+    margin_weights: Mapping[str, float] | None = None,
+    target_weight: float = 1.0,
 ) -> Path:
     """DPO-train a LoRA value vector on ``pairs`` and write it to ``output_dir`` (atomically).
+
+    With ``margin_weights`` (value → w_j, each value also in ``frozen_vectors``) the objective is MODPO for the
+    weighting whose weight on this value is ``target_weight`` (see ``mva_core.modpo``).
 
     ``frozen_vectors`` maps value name -> directory of an earlier adapter to decorrelate from. Checkpoints go to
     ``checkpoint_dir`` every ``dpo.save_steps`` steps; a rerun with the same inputs and settings resumes from the
@@ -177,9 +185,11 @@ def train_value_vector(
         "sft_model_dir": str(sft_model_dir),
         "pair_ids": pairs["pair_id"].astype(str).tolist(),
         "frozen_vectors": frozen,
+        "margin_weights": dict(margin_weights or {}),
+        "target_weight": target_weight,
     }
     run["settings"] = {name: dataclasses.asdict(x) for name, x in (("lora", lora), ("dpo", dpo), ("penalty", penalty))}
-    resume_from = _resume_point(checkpoint_dir, run)
+    resume_from = resume_point(checkpoint_dir, run)
     if threads is not None:
         torch.set_num_threads(threads)
     on_cuda = torch.cuda.is_available()
@@ -203,13 +213,13 @@ def train_value_vector(
 
     args = DPOConfig(
         output_dir=str(checkpoint_dir),
-        beta=dpo.beta,
+        beta=dpo.beta / target_weight if margin_weights else dpo.beta,
         learning_rate=dpo.learning_rate,
         num_train_epochs=dpo.epochs,
         per_device_train_batch_size=dpo.batch_size,
         gradient_accumulation_steps=dpo.grad_accum,
         max_length=None,  # truncation is done by PreferenceCollator, so TRL drops no pair for a long prompt
-        precompute_ref_log_probs=dpo.precompute_ref_log_probs,
+        precompute_ref_log_probs=dpo.precompute_ref_log_probs or bool(margin_weights),
         save_strategy="steps",
         save_steps=dpo.save_steps,
         save_total_limit=2,
@@ -229,15 +239,25 @@ def train_value_vector(
         max_length=dpo.max_length,
         max_prompt_length=dpo.max_prompt_length,
     )
+    objective: dict[str, Any] = {}
+    trainer_class = DecorrelatedDPOTrainer
+    if margin_weights:
+        from mva_core.modpo import MODPOTrainer
+
+        missing = sorted(set(margin_weights) - set(frozen))
+        if missing:
+            raise ValueError(f"MODPO margin values {missing} have no value vector in frozen_vectors")
+        trainer_class, objective = MODPOTrainer, {"margin_weights": dict(margin_weights), "beta": dpo.beta}
     with _quiet_progress_bars():
-        trainer = DecorrelatedDPOTrainer(
+        trainer = trainer_class(
             model,
             args=args,
             train_dataset=dataset,
             processing_class=tokenizer,
             data_collator=collator,
             penalty=penalty,
-            frozen_adapters=list(frozen),
+            frozen_adapters=[] if margin_weights else list(frozen),
+            **objective,
         )
         trainer.train(resume_from_checkpoint=resume_from)
 
@@ -249,6 +269,8 @@ def train_value_vector(
                 "seed": dpo.seed,
                 "sft_model_dir": run["sft_model_dir"],
                 "frozen_vectors": frozen,
+                "margin_weights": run["margin_weights"],
+                "target_weight": target_weight,
                 **run["settings"],
                 "trl_disable_dropout": args.disable_dropout,
                 "n_pairs": len(pairs),
@@ -302,17 +324,6 @@ def _preference_dataset(pairs: pd.DataFrame) -> datasets.Dataset:
             }
         )
     return datasets.Dataset.from_list(rows)
-
-
-def _resume_point(checkpoint_dir: str | os.PathLike, run: dict[str, Any]) -> str | None:
-    """Latest checkpoint of this same run in ``checkpoint_dir`` (None: start afresh, stale checkpoints removed)."""
-    directory, fingerprint = Path(checkpoint_dir), config_hash(run)
-    marker = directory / RUN_FINGERPRINT
-    if directory.is_dir() and marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
-        return get_last_checkpoint(str(directory))
-    shutil.rmtree(directory, ignore_errors=True)
-    write_json({"fingerprint": fingerprint}, marker)
-    return None
 
 
 def _check_frozen_vectors(frozen_vectors: Mapping[str, str | os.PathLike]) -> None:

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 @contextlib.contextmanager

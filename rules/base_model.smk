@@ -10,6 +10,7 @@ rule base_model:
         log_path("base_model"),
     benchmark:
         f"{RUN}/benchmarks/base_model.tsv"
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=30,

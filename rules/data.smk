@@ -16,6 +16,7 @@ rule prepare_value_data:
         log_path("prepare_value_data", "{value}"),
     benchmark:
         f"{RUN}/benchmarks/prepare_value_data/{{value}}.tsv"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
@@ -31,6 +32,10 @@ rule data_summary:
         markdown=f"{RUN}/data/summary.md",
     log:
         log_path("data_summary"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     localrule: True
     script:
         "../workflow_scripts/data_summary.py"

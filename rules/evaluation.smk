@@ -12,6 +12,10 @@ rule evaluation_prompts:
         per_value=config["evaluation"]["prompts_per_value"],
     log:
         log_path("evaluation_prompts"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     localrule: True
     script:
         "../workflow_scripts/evaluation_prompts.py"
@@ -21,11 +25,17 @@ rule grid_points:
     output:
         f"{RUN}/evaluation/{{method}}/points.parquet",
     params:
+        method=lambda wc: config["methods"][wc.method],
         grid=config["evaluation"]["grid"],
+        weightings=WEIGHTINGS,
         values=VALUES,
         seed=config["seed"],
     log:
         log_path("grid_points", "{method}"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     localrule: True
     script:
         "../workflow_scripts/grid_points.py"
@@ -33,14 +43,14 @@ rule grid_points:
 
 rule generate:
     input:
-        unpack(lambda wc: {v: vector_dir(wc.method, v) for v in VALUES}),
+        unpack(method_adapters),
         policy=policy_base_dir(),
         prompts=f"{RUN}/evaluation/prompts.parquet",
         points=f"{RUN}/evaluation/{{method}}/points.parquet",
     output:
         f"{RUN}/evaluation/{{method}}/generations.parquet",
     params:
-        values=VALUES,
+        adapters=lambda wc: list(method_adapters(wc)),
         generation=config["evaluation"]["generation"],
         shard_dir=f"{RUN}/checkpoints/generations/{{method}}",
     threads: max(1, workflow.cores)
@@ -49,8 +59,9 @@ rule generate:
     benchmark:
         f"{RUN}/benchmarks/generate/{{method}}.tsv"
     resources:
-        mem_mb=16000,
+        mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=480,
+        gpu=config["compute"]["gpus_per_job"],
     script:
         "../workflow_scripts/generate.py"
 
@@ -71,8 +82,9 @@ rule score:
     benchmark:
         f"{RUN}/benchmarks/score/{{method}}_{{value}}.tsv"
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=240,
+        gpu=config["compute"]["gpus_per_job"],
     script:
         "../workflow_scripts/score.py"
 
@@ -95,6 +107,10 @@ rule frontiers:
         seed=config["seed"],
     log:
         log_path("frontiers"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     localrule: True
     script:
         "../workflow_scripts/frontiers.py"

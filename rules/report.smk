@@ -1,11 +1,12 @@
 # Figures (Fig. 2-5 style), summary.md and the Snakemake report (`snakemake --report report.html`).
 
 FIGURE_DIR = f"{RUN}/figures"
+HEATMAP_METHODS = [m for m in METHODS if method_type(m) == "grid"] if len(VALUES) == 2 else []
 VALUE_PAIRS = [(a, b) for i, a in enumerate(VALUES) for b in VALUES[i + 1 :]]
 FIGURE_STEMS = (
     [f"frontier_{a}_vs_{b}" for a, b in VALUE_PAIRS]
     + (["win_rates"] if len(METHODS) > 1 else [])
-    + ([f"heatmap_{m}" for m in METHODS] if len(VALUES) == 2 else [])
+    + [f"heatmap_{m}" for m in HEATMAP_METHODS]
     + ["single_value_vectors", "training_curves"]
 )
 TRAINING_RUNS = sorted({(vector_chain(config, m, v), v) for m in METHODS for v in VALUES})
@@ -19,7 +20,7 @@ rule figures:
         win_rates=f"{RUN}/tables/win_rates.parquet",
         points=expand(f"{RUN}/evaluation/{{method}}/points.parquet", method=METHODS),
         training_logs=[f"{RUN}/value_vectors/{c}/{v}" for c, v in TRAINING_RUNS],
-        decorrelation=expand(f"{RUN}/decorrelation/{{method}}.parquet", method=METHODS),
+        decorrelation=expand(f"{RUN}/decorrelation/{{method}}.parquet", method=VECTOR_METHODS),
         accuracy=expand(f"{RUN}/reward_models/accuracy_{{value}}.json", value=VALUES),
     output:
         pngs=[
@@ -31,12 +32,17 @@ rule figures:
     params:
         figure_dir=FIGURE_DIR,
         values=VALUES,
-        methods=METHODS,
+        methods=VECTOR_METHODS,
+        heatmap_methods=HEATMAP_METHODS,
         log_labels=[f"{c}/{v}" for c, v in TRAINING_RUNS],
         run_dir=RUN,
         run_name=config["run_name"],
     log:
         log_path("figures"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     localrule: True
     script:
         "../workflow_scripts/figures.py"

@@ -29,8 +29,9 @@ rule train_reward_model:
     benchmark:
         f"{RUN}/benchmarks/train_reward_model/{{value}}.tsv"
     resources:
-        mem_mb=16000,
+        mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=240,
+        gpu=config["compute"]["gpus_per_job"],
     script:
         "../workflow_scripts/train_reward_model.py"
 
@@ -48,7 +49,8 @@ rule reward_model_accuracy:
     log:
         log_path("reward_model_accuracy", "{value}"),
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=60,
+        gpu=config["compute"]["gpus_per_job"],
     script:
         "../workflow_scripts/reward_model_accuracy.py"

@@ -17,7 +17,8 @@ rule sft:
     benchmark:
         f"{RUN}/benchmarks/sft.tsv"
     resources:
-        mem_mb=16000,
+        mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=240,
+        gpu=config["compute"]["gpus_per_job"],
     script:
         "../workflow_scripts/sft.py"

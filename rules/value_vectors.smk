@@ -21,8 +21,9 @@ rule train_value_vector:
     benchmark:
         f"{RUN}/benchmarks/train_value_vector/{{chain}}_{{value}}.tsv"
     resources:
-        mem_mb=16000,
+        mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=480,
+        gpu=config["compute"]["gpus_per_job"],
     script:
         "../workflow_scripts/train_value_vector.py"
 
@@ -37,8 +38,35 @@ rule decorrelation_table:
         penalty=lambda wc: config["methods"][wc.method]["penalty"],
     log:
         log_path("decorrelation_table", "{method}"),
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
     script:
         "../workflow_scripts/decorrelation_table.py"
+
+
+rule train_modpo_vector:
+    input:
+        unpack(lambda wc: {v: vector_dir(wc.method, v) for v in VALUES if v != modpo_target(config, wc.method)}),
+        policy=policy_base_dir(),
+        pairs=lambda wc: f"{RUN}/data/{modpo_target(config, wc.method)}/dpo_train.parquet",
+    output:
+        directory(f"{RUN}/modpo_vectors/{{method}}/w{{index}}"),
+    params:
+        lora=config["lora"],
+        dpo=config["dpo"],
+        weighting=lambda wc: dict(zip(VALUES, WEIGHTINGS[int(wc.index)])),
+        target=lambda wc: modpo_target(config, wc.method),
+        checkpoint_dir=f"{RUN}/checkpoints/modpo_vectors/{{method}}/w{{index}}",
+    threads: max(1, workflow.cores)
+    log:
+        log_path("train_modpo_vector", "{method}_w{index}"),
+    benchmark:
+        f"{RUN}/benchmarks/train_modpo_vector/{{method}}_w{{index}}.tsv"
+    resources:
+        mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        runtime=480,
+        gpu=config["compute"]["gpus_per_job"],
+    script:
+        "../workflow_scripts/train_modpo_vector.py"

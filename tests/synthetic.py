@@ -1,4 +1,4 @@
-"""Tiny synthetic preference data in the real file formats (no dataset text in the repository)."""
+"""Tiny synthetic preference data in the real file formats and random adapters (no dataset text in the repository)."""
 from __future__ import annotations
 
 import gzip
@@ -43,3 +43,20 @@ def write_smoke_data_root(root: Path, n: int = 80) -> Path:
     write_hh_jsonl_gz(root / "hh-rlhf/helpful-base/test.jsonl.gz", hh_rows(n, "helpful", seed=1))
     write_hh_jsonl_gz(root / "hh-rlhf/harmless-base/test.jsonl.gz", hh_rows(n, "harmless", seed=2))
     return root
+
+
+def save_random_adapter(model, config, folder: Path, seed: int) -> Path:
+    """Save a PEFT LoRA adapter for ``model`` whose B is random (non-zero), so it changes the model."""
+    import copy
+
+    import torch
+    from peft import get_peft_model
+
+    peft_model = get_peft_model(copy.deepcopy(model), copy.deepcopy(config))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.3)
+    peft_model.save_pretrained(folder)
+    return folder

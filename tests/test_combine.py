@@ -3,14 +3,19 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel
 from peft.tuners.lora import LoraLayer
+from synthetic import save_random_adapter
 
-from mva_core.combine import MultiValueLinear, ValueMixer, merge_explicit, read_value_vector
+from mva_core.combine import (
+    MultiValueLinear,
+    ValueMixer,
+    merge_explicit,
+    read_value_vector,
+)
 from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 
 ADAPTER_CONFIGS = {
@@ -18,18 +23,6 @@ ADAPTER_CONFIGS = {
     "safe": LoraConfig(r=2, lora_alpha=4, use_rslora=True, target_modules=["q_proj", "k_proj", "o_proj", "gate_proj", "up_proj"]),
 }
 LAMBDAS = [(0.0, 0.0), (1.0, 0.0), (0.3, 0.7), (-0.5, 1.5), (2.0, -1.0)]
-
-
-def save_random_adapter(model, config: LoraConfig, folder: Path, seed: int) -> Path:
-    """Save a LoRA adapter for ``model`` whose B is random (non-zero) with PEFT."""
-    peft_model = get_peft_model(copy.deepcopy(model), copy.deepcopy(config))
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.3)
-    peft_model.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

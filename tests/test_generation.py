@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig
+from synthetic import save_random_adapter
 
 from mva_core.combine import ValueMixer, merge_explicit
 from mva_core.generation import GenerationSettings, encode_prompts, generate_grid
@@ -20,18 +20,6 @@ ADAPTER_CONFIGS = {
 QUESTIONS = ["Hi", "What is the capital of France?", "Please explain how photosynthesis works in simple words.",
              "How do I fix a flat tire?", "Mix flour"]
 SETTINGS = GenerationSettings(max_new_tokens=8, batch_size=8)
-
-
-def save_random_adapter(model, config: LoraConfig, folder: Path, seed: int) -> Path:
-    """Save a LoRA adapter for ``model`` whose B is random (non-zero) with PEFT."""
-    peft_model = get_peft_model(copy.deepcopy(model), copy.deepcopy(config))
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.3)
-    peft_model.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

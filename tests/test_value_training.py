@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from mva_core import value_training
 from mva_core.decorrelation import decorrelation_table
 from mva_core.penalties import PenaltySettings
+from mva_core.runtime import resume_point
 from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 from mva_core.value_training import (
     DecorrelatedDPOTrainer,
@@ -165,10 +166,10 @@ def test_collator_keeps_prompt_end_and_pair_ids():
 
 def test_checkpoints_of_another_run_are_discarded(tmp_path):
     ckpt = tmp_path / "ckpt"
-    assert value_training._resume_point(ckpt, {"run": 1}) is None
+    assert resume_point(ckpt, {"run": 1}) is None
     (ckpt / "checkpoint-2").mkdir()
-    assert value_training._resume_point(ckpt, {"run": 1}) == str(ckpt / "checkpoint-2")
-    assert value_training._resume_point(ckpt, {"run": 2}) is None and not (ckpt / "checkpoint-2").exists()
+    assert resume_point(ckpt, {"run": 1}) == str(ckpt / "checkpoint-2")
+    assert resume_point(ckpt, {"run": 2}) is None and not (ckpt / "checkpoint-2").exists()
 
 
 def test_non_finite_penalty_raises_with_step_and_pair_ids(setup, monkeypatch):

@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from safetensors.torch import load_file
-
 from synthetic import write_smoke_data_root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,13 +37,20 @@ def test_typo_in_config_fails_before_any_job(tmp_path):
     assert "lerning_rate" in result.stdout + result.stderr
 
 
-@pytest.mark.slow
-def test_smoke_run_builds_value_vectors_and_reruns_nothing(tmp_path):
-    data_root = write_smoke_data_root(tmp_path / "data")
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The whole smoke DAG, run once on synthetic HH data in a temporary working directory."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    data_root = write_smoke_data_root(workdir / "data")
     args = ["--cores", "2", "--configfile", str(REPO / "config/smoke.yaml"), "--config", f"data_roots=['{data_root}']"]
-    first = snakemake(*args, workdir=tmp_path)
-    assert first.returncode == 0, first.stderr[-5000:]
-    run = tmp_path / "results/smoke"
+    result = snakemake(*args, workdir=workdir)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return workdir, args
+
+
+@pytest.mark.slow
+def test_smoke_run_builds_value_vectors(smoke_run):
+    run = smoke_run[0] / "results/smoke"
     for chain, value in [("independent", "helpful"), ("independent", "harmless"), ("mva", "harmless")]:
         vector = run / "value_vectors" / chain / value
         weights = load_file(vector / "adapter_model.safetensors")
@@ -54,6 +60,34 @@ def test_smoke_run_builds_value_vectors_and_reruns_nothing(tmp_path):
     assert {"hsic_lora_a", "hsic_delta_w", "cosine_delta_w"} <= set(table.columns)
     assert len(table) > 0
     assert not list(run.rglob("*.tmp")), "temporary files left behind"
-    second = snakemake(*args, "-n", workdir=tmp_path)
-    assert second.returncode == 0
-    assert "Nothing to be done" in second.stdout + second.stderr
+
+
+@pytest.mark.slow
+def test_smoke_run_evaluates_every_grid_point(smoke_run):
+    run = smoke_run[0] / "results/smoke"
+    prompts = pd.read_parquet(run / "evaluation/prompts.parquet")
+    for method in ["mva", "soup"]:
+        points = pd.read_parquet(run / f"evaluation/{method}/points.parquet")
+        generations = pd.read_parquet(run / f"evaluation/{method}/generations.parquet")
+        assert len(generations) == len(points) * len(prompts)
+        for value in ["helpful", "harmless"]:
+            scores = pd.read_parquet(run / f"evaluation/{method}/scores_{value}.parquet")
+            assert len(scores) == len(generations) and scores["reward"].notna().all()
+    frontiers = pd.read_parquet(run / "tables/frontiers.parquet")
+    assert set(frontiers["method"]) == {"mva", "soup"} and (frontiers["hypervolume"] >= 0).all()
+    assert len(pd.read_parquet(run / "tables/win_rates.parquet")) > 0
+    for stem in ["frontier_helpful_vs_harmless", "win_rates", "heatmap_mva", "single_value_vectors", "training_curves"]:
+        assert (run / f"figures/{stem}.png").stat().st_size > 0 and (run / f"figures/{stem}.pdf").stat().st_size > 0
+    summary = (run / "summary.md").read_text()
+    assert "Hypervolume" in summary and "pairwise accuracy" in summary
+
+
+@pytest.mark.slow
+def test_smoke_rerun_has_nothing_to_do_and_report_builds(smoke_run):
+    workdir, args = smoke_run
+    again = snakemake(*args, "-n", workdir=workdir)
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+    report = snakemake(*args, "--report", str(workdir / "report.html"), workdir=workdir)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (workdir / "report.html").stat().st_size > 10_000

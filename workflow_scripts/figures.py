@@ -18,7 +18,7 @@ with logged_job(snakemake.log[0]) as log:
     tables = EvaluationTables(*(pd.read_parquet(p) for p in (inp.means, inp.frontiers, inp.selections, inp.win_rates)))
     points = pd.concat([pd.read_parquet(p) for p in inp.points], ignore_index=True)
     logs = {label: pd.read_parquet(f"{p}/training_log.parquet") for label, p in zip(params.log_labels, inp.training_logs)}
-    written = write_figures(tables, points, logs, params.figure_dir, params.values)
+    written = write_figures(tables, points, logs, params.figure_dir, params.values, params.heatmap_methods)
     log.info("wrote %s", [str(p) for p in written])
     decorrelation = {m: pd.read_parquet(p) for m, p in zip(params.methods, inp.decorrelation)}
     benchmarks = glob.glob(f"{params.run_dir}/benchmarks/**/*.tsv", recursive=True)

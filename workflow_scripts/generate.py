@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from mva_core.artifacts import write_parquet
 from mva_core.combine import ValueMixer
 from mva_core.generation import GenerationSettings, generate_grid
+from mva_core.grid import mixer_lambdas
 from mva_core.runtime import inference_device_and_dtype
 from mva_core.workflow_io import logged_job
 
@@ -16,13 +17,13 @@ with logged_job(snakemake.log[0]):
     device, dtype = inference_device_and_dtype()
     tokenizer = AutoTokenizer.from_pretrained(snakemake.input.policy)
     model = AutoModelForCausalLM.from_pretrained(snakemake.input.policy, dtype=dtype).to(device)
-    mixer = ValueMixer.attach(model, {value: snakemake.input[value] for value in snakemake.params.values})
+    mixer = ValueMixer.attach(model, {name: snakemake.input[name] for name in snakemake.params.adapters})
     generations = generate_grid(
         model,
         tokenizer,
         mixer,
         pd.read_parquet(snakemake.input.prompts),
-        pd.read_parquet(snakemake.input.points),
+        mixer_lambdas(pd.read_parquet(snakemake.input.points)),
         GenerationSettings(**snakemake.params.generation),
         shard_dir=snakemake.params.shard_dir,
     )

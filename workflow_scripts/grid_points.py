@@ -1,11 +1,12 @@
 """Snakemake entry point: the λ points one method is evaluated at."""
 from mva_core.artifacts import write_parquet
-from mva_core.grid import GridSettings, grid_points
+from mva_core.grid import GridSettings, method_points
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake.log[0]):
-    grid = dict(snakemake.params.grid)
+    params = snakemake.params
+    grid = dict(params.grid)
     grid["lambdas"] = tuple(grid["lambdas"])
     grid["points"] = tuple(tuple(p) for p in grid["points"])
-    points = grid_points(GridSettings(**grid), snakemake.params.values, seed=snakemake.params.seed)
+    points = method_points(params.method, GridSettings(**grid), params.values, params.weightings, seed=params.seed)
     write_parquet(points.assign(method=snakemake.wildcards.method), snakemake.output[0])

@@ -1,0 +1,25 @@
+"""Snakemake entry point: train one MODPO adapter (one weighting) on the target value's pairs."""
+import pandas as pd
+
+from mva_core.penalties import PenaltySettings
+from mva_core.value_training import DPOSettings, LoraSettings, train_value_vector
+from mva_core.workflow_io import logged_job
+
+with logged_job(snakemake.log[0]):
+    lora = dict(snakemake.params.lora)
+    lora["target_modules"] = tuple(lora["target_modules"])
+    weighting, target = snakemake.params.weighting, snakemake.params.target
+    margins = {value: weight for value, weight in weighting.items() if value != target}
+    train_value_vector(
+        snakemake.input.policy,
+        pd.read_parquet(snakemake.input.pairs),
+        snakemake.output[0],
+        frozen_vectors={value: snakemake.input[value] for value in margins},
+        lora=LoraSettings(**lora),
+        dpo=DPOSettings(**snakemake.params.dpo),
+        penalty=PenaltySettings(),
+        checkpoint_dir=snakemake.params.checkpoint_dir,
+        threads=snakemake.threads,
+        margin_weights=margins,
+        target_weight=weighting[target],
+    )
