@@ -25,5 +25,5 @@ rule all:
     input:
         f"{RUN}/data/summary.parquet",
         value_vector_dirs(),
-        expand(f"{RUN}/decorrelation/{{method}}.parquet", method=VECTOR_METHODS),
+        expand(f"{SEED_RUN}/decorrelation/{{method}}.parquet", seed=SEEDS, method=VECTOR_METHODS),
         rules.figures.output,

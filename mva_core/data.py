@@ -30,7 +30,9 @@ import pyarrow.parquet as pq
 
 FORMATS = ("auto", "hh", "pku", "pairs", "prompt_response")
 PKU_VIEWS = {"better": "better_response_id", "safer": "safer_response_id"}
-DROP_REASONS = ("malformed", "prompt_mismatch", "empty", "identical", "duplicate")
+DROP_REASONS = ("malformed", "prompt_mismatch", "empty", "identical", "duplicate", "similar_length")
+DERIVATIONS = (None, "shorter")
+SHORTER_MIN_RATIO = 1.25  # derive "shorter": keep pairs whose longer reply has >= 1.25x the words of the shorter
 PROMPT_DROP_REASONS = ("malformed", "empty", "duplicate")
 PAIR_COLUMNS = ["pair_id", "prompt", "chosen", "rejected", "source"]
 PROMPT_COLUMNS = ["prompt_id", "prompt", "category", "source"]
@@ -60,8 +62,11 @@ class SourceSpec:
     hub_split: str = "train"
     hub_data_dir: str | None = None
     max_rows: int | None = None
+    derive: str | None = None
 
     def __post_init__(self) -> None:
+        if self.derive not in DERIVATIONS:
+            raise DataError(f"source {self.path!r}: derive {self.derive!r} is not one of {DERIVATIONS}")
         if self.format not in FORMATS:
             raise DataError(f"source {self.path!r}: format {self.format!r} is not one of {'|'.join(FORMATS)}")
         if self.view is not None and self.view not in PKU_VIEWS:
@@ -74,8 +79,8 @@ class SourceSpec:
 
     @property
     def label(self) -> str:
-        """The value of the ``source`` column: the path, plus ``#view`` for a PKU view."""
-        return f"{self.path}#{self.view}" if self.view else self.path
+        """The value of the ``source`` column: the path, plus ``#view`` for a PKU view and ``#derive``."""
+        return "#".join(part for part in (self.path, self.view, self.derive) if part)
 
 
 @dataclass(frozen=True)
@@ -428,8 +433,25 @@ def load_pairs(source: SourceSpec | str, roots: Sequence[str | Path] = (), on_ba
     label = spec.label
     rows = [(_digest(label, *_pair_key(p)), p.prompt, p.chosen, p.rejected, label) for p in pairs]
     df = pd.DataFrame(rows, columns=PAIR_COLUMNS)
+    if spec.derive == "shorter":
+        df, drops["similar_length"] = derive_shorter_preference(df)
     df.attrs.update(drops=drops, rows_read=rows_read)
     return df
+
+
+def derive_shorter_preference(pairs: pd.DataFrame, min_ratio: float = SHORTER_MIN_RATIO) -> tuple[pd.DataFrame, int]:
+    """A conciseness value from any pairs: the shorter reply (in words) is chosen, whatever the original label.
+
+    Pairs whose replies are of similar length (ratio below ``min_ratio``) carry no clear preference and are
+    dropped; returns the derived pairs and how many were dropped. (Verbosity as a preference direction follows
+    directional-preference work; no human labelled these pairs.)
+    """
+    words = pairs[["chosen", "rejected"]].map(lambda text: max(len(text.split()), 1))
+    ratio = words.max(axis=1) / words.min(axis=1)
+    kept = pairs[ratio >= min_ratio].copy()
+    swap = words.loc[kept.index, "chosen"] > words.loc[kept.index, "rejected"]
+    kept.loc[swap, ["chosen", "rejected"]] = kept.loc[swap, ["rejected", "chosen"]].to_numpy()
+    return kept.reset_index(drop=True), int(len(pairs) - len(kept))
 
 
 def _parse_prompt_row(row: Mapping[str, Any]) -> tuple[Messages, str | None]:

@@ -20,6 +20,8 @@ RUN = f"results/{config['run_name']}"
 VALUES = value_order(config)
 METHODS = list(config["methods"])
 SPLITS = ["dpo_train", "rm_train", "eval"]
+SEEDS = [str(s) for s in (config["seeds"] or [config["seed"]])]
+SEED_RUN = f"{RUN}/seed_{{seed}}"  # value vectors, generations and scores are per training seed
 CHAINS = sorted({vector_chain(config, m, v) for m in METHODS for v in VALUES} | {INDEPENDENT})
 
 
@@ -28,6 +30,7 @@ wildcard_constraints:
     method="|".join(METHODS),
     chain="|".join(CHAINS),
     split="|".join(SPLITS),
+    seed="|".join(SEEDS),
 
 
 def log_path(stage, name="main"):
@@ -39,8 +42,8 @@ def policy_base_dir():
     return f"{RUN}/models/sft" if config["sft"]["enabled"] else f"{RUN}/models/base"
 
 
-def vector_dir(method, value):
-    return f"{RUN}/value_vectors/{vector_chain(config, method, value)}/{value}"
+def vector_dir(method, value, seed="{seed}"):
+    return f"{RUN}/seed_{seed}/value_vectors/{vector_chain(config, method, value)}/{value}"
 
 
 def method_type(method):
@@ -53,21 +56,26 @@ WEIGHTINGS = config["evaluation"]["weightings"]
 
 
 def value_vector_dirs():
-    return sorted({vector_dir(m, v) for m in VECTOR_METHODS for v in VALUES})
+    return sorted({vector_dir(m, v, s) for m in VECTOR_METHODS for v in VALUES for s in SEEDS})
 
 
-def modpo_dir(method, index):
-    return f"{RUN}/modpo_vectors/{method}/w{index}"
+def modpo_dir(method, index, seed):
+    return f"{RUN}/seed_{seed}/modpo_vectors/{method}/w{index}"
+
+
+def seeded(section, wildcards):
+    """A training config section with its seed replaced by the job's seed."""
+    return {**config[section], "seed": int(wildcards.seed)}
 
 
 def method_adapters(wildcards):
     """Adapters a method's generation job mixes: its value vectors, or its MODPO adapters (one per weighting)."""
     if method_type(wildcards.method) == "modpo":
-        return {f"w{i}": modpo_dir(wildcards.method, i) for i in range(len(WEIGHTINGS))}
-    return {v: vector_dir(wildcards.method, v) for v in VALUES}
+        return {f"w{i}": modpo_dir(wildcards.method, i, wildcards.seed) for i in range(len(WEIGHTINGS))}
+    return {v: vector_dir(wildcards.method, v, wildcards.seed) for v in VALUES}
 
 
 def frozen_vector_dirs(wildcards):
     """Earlier value vectors of the chain (frozen while this one trains)."""
     job = vector_job(config, wildcards.chain, wildcards.value)
-    return {u: vector_dir(wildcards.chain, u) for u in job.frozen_values}
+    return {u: vector_dir(wildcards.chain, u, wildcards.seed) for u in job.frozen_values}

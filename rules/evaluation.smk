@@ -48,16 +48,16 @@ rule generate:
         prompts=f"{RUN}/evaluation/prompts.parquet",
         points=f"{RUN}/evaluation/{{method}}/points.parquet",
     output:
-        f"{RUN}/evaluation/{{method}}/generations.parquet",
+        f"{SEED_RUN}/evaluation/{{method}}/generations.parquet",
     params:
         adapters=lambda wc: list(method_adapters(wc)),
         generation=config["evaluation"]["generation"],
-        shard_dir=f"{RUN}/checkpoints/generations/{{method}}",
+        shard_dir=f"{SEED_RUN}/checkpoints/generations/{{method}}",
     threads: max(1, workflow.cores)
     log:
-        log_path("generate", "{method}"),
+        log_path("generate", "seed{seed}_{method}"),
     benchmark:
-        f"{RUN}/benchmarks/generate/{{method}}.tsv"
+        f"{RUN}/benchmarks/generate/seed{{seed}}_{{method}}.tsv"
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=480,
@@ -69,18 +69,18 @@ rule generate:
 rule score:
     input:
         unpack(reward_model_input),
-        generations=f"{RUN}/evaluation/{{method}}/generations.parquet",
+        generations=f"{SEED_RUN}/evaluation/{{method}}/generations.parquet",
         prompts=f"{RUN}/evaluation/prompts.parquet",
     output:
-        f"{RUN}/evaluation/{{method}}/scores_{{value}}.parquet",
+        f"{SEED_RUN}/evaluation/{{method}}/scores_{{value}}.parquet",
     params:
         settings=lambda wc: config["values"][wc.value]["reward_model"],
         location=lambda wc: reward_model_location(wc.value),
     threads: max(1, workflow.cores)
     log:
-        log_path("score", "{method}_{value}"),
+        log_path("score", "seed{seed}_{method}_{value}"),
     benchmark:
-        f"{RUN}/benchmarks/score/{{method}}_{{value}}.tsv"
+        f"{RUN}/benchmarks/score/seed{{seed}}_{{method}}_{{value}}.tsv"
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=240,
@@ -91,7 +91,9 @@ rule score:
 
 rule frontiers:
     input:
-        scores=expand(f"{RUN}/evaluation/{{method}}/scores_{{value}}.parquet", method=METHODS, value=VALUES),
+        scores=expand(
+            f"{RUN}/seed_{{seed}}/evaluation/{{method}}/scores_{{value}}.parquet", seed=SEEDS, method=METHODS, value=VALUES
+        ),
         points=expand(f"{RUN}/evaluation/{{method}}/points.parquet", method=METHODS),
     output:
         means=f"{RUN}/tables/mean_rewards.parquet",
@@ -100,8 +102,9 @@ rule frontiers:
         selections=f"{RUN}/tables/selections.parquet",
         win_rates=f"{RUN}/tables/win_rates.parquet",
         win_markdown=f"{RUN}/tables/win_rates.md",
+        seed_hypervolumes=f"{RUN}/tables/hypervolume_by_seed.parquet",
     params:
-        methods=METHODS,
+        seeds=SEEDS,
         values=VALUES,
         evaluation=config["evaluation"],
         seed=config["seed"],

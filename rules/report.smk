@@ -3,13 +3,19 @@
 FIGURE_DIR = f"{RUN}/figures"
 HEATMAP_METHODS = [m for m in METHODS if method_type(m) == "grid"] if len(VALUES) == 2 else []
 VALUE_PAIRS = [(a, b) for i, a in enumerate(VALUES) for b in VALUES[i + 1 :]]
+SENSITIVITY = len({
+    config["methods"][m]["penalty"]["weight"] if config["methods"][m]["penalty"]["kind"] == "hsic" else 0.0
+    for m in VECTOR_METHODS
+    if method_type(m) == "grid" and config["methods"][m]["penalty"]["kind"] in ("hsic", "none")
+}) >= 3
 FIGURE_STEMS = (
     [f"frontier_{a}_vs_{b}" for a, b in VALUE_PAIRS]
     + (["win_rates"] if len(METHODS) > 1 else [])
     + [f"heatmap_{m}" for m in HEATMAP_METHODS]
     + ["single_value_vectors", "training_curves"]
+    + (["sensitivity"] if SENSITIVITY else [])
 )
-TRAINING_RUNS = sorted({(vector_chain(config, m, v), v) for m in METHODS for v in VALUES})
+TRAINING_RUNS = sorted({(vector_chain(config, m, v), v) for m in VECTOR_METHODS for v in VALUES})
 
 
 rule figures:
@@ -19,8 +25,9 @@ rule figures:
         selections=f"{RUN}/tables/selections.parquet",
         win_rates=f"{RUN}/tables/win_rates.parquet",
         points=expand(f"{RUN}/evaluation/{{method}}/points.parquet", method=METHODS),
-        training_logs=[f"{RUN}/value_vectors/{c}/{v}" for c, v in TRAINING_RUNS],
-        decorrelation=expand(f"{RUN}/decorrelation/{{method}}.parquet", method=VECTOR_METHODS),
+        seed_hypervolumes=f"{RUN}/tables/hypervolume_by_seed.parquet",
+        training_logs=[f"{RUN}/seed_{SEEDS[0]}/value_vectors/{c}/{v}" for c, v in TRAINING_RUNS],
+        decorrelation=expand(f"{RUN}/seed_{{seed}}/decorrelation/{{method}}.parquet", seed=SEEDS, method=VECTOR_METHODS),
         accuracy=expand(f"{RUN}/reward_models/accuracy_{{value}}.json", value=VALUES),
     output:
         pngs=[
@@ -29,11 +36,15 @@ rule figures:
         ],
         pdfs=[f"{FIGURE_DIR}/{stem}.pdf" for stem in FIGURE_STEMS],
         summary=report(f"{RUN}/summary.md", caption="../report/summary.rst", category="Summary"),
+        sensitivity=f"{RUN}/tables/sensitivity.parquet",
     params:
         figure_dir=FIGURE_DIR,
         values=VALUES,
         methods=VECTOR_METHODS,
+        seeds=SEEDS,
         heatmap_methods=HEATMAP_METHODS,
+        method_settings={m: config["methods"][m] for m in VECTOR_METHODS},
+        sensitivity=SENSITIVITY,
         log_labels=[f"{c}/{v}" for c, v in TRAINING_RUNS],
         run_dir=RUN,
         run_name=config["run_name"],

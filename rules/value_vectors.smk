@@ -8,18 +8,18 @@ rule train_value_vector:
         policy=policy_base_dir(),
         pairs=f"{RUN}/data/{{value}}/dpo_train.parquet",
     output:
-        directory(f"{RUN}/value_vectors/{{chain}}/{{value}}"),
+        directory(f"{SEED_RUN}/value_vectors/{{chain}}/{{value}}"),
     params:
         lora=config["lora"],
-        dpo=config["dpo"],
+        dpo=lambda wc: seeded("dpo", wc),
         penalty=lambda wc: chain_penalty(config, wc.chain),
         frozen=lambda wc: vector_job(config, wc.chain, wc.value).frozen_values,
-        checkpoint_dir=f"{RUN}/checkpoints/value_vectors/{{chain}}/{{value}}",
+        checkpoint_dir=f"{SEED_RUN}/checkpoints/value_vectors/{{chain}}/{{value}}",
     threads: max(1, workflow.cores)
     log:
-        log_path("train_value_vector", "{chain}_{value}"),
+        log_path("train_value_vector", "seed{seed}_{chain}_{value}"),
     benchmark:
-        f"{RUN}/benchmarks/train_value_vector/{{chain}}_{{value}}.tsv"
+        f"{RUN}/benchmarks/train_value_vector/seed{{seed}}_{{chain}}_{{value}}.tsv"
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=480,
@@ -30,14 +30,14 @@ rule train_value_vector:
 
 rule decorrelation_table:
     input:
-        unpack(lambda wc: {v: vector_dir(wc.method, v) for v in VALUES}),
+        unpack(lambda wc: {v: vector_dir(wc.method, v, wc.seed) for v in VALUES}),
     output:
-        table=f"{RUN}/decorrelation/{{method}}.parquet",
+        table=f"{SEED_RUN}/decorrelation/{{method}}.parquet",
     params:
         values=VALUES,
         penalty=lambda wc: config["methods"][wc.method]["penalty"],
     log:
-        log_path("decorrelation_table", "{method}"),
+        log_path("decorrelation_table", "seed{seed}_{method}"),
     threads: 1
     resources:
         mem_mb=4000,
@@ -48,22 +48,24 @@ rule decorrelation_table:
 
 rule train_modpo_vector:
     input:
-        unpack(lambda wc: {v: vector_dir(wc.method, v) for v in VALUES if v != modpo_target(config, wc.method)}),
+        unpack(
+            lambda wc: {v: vector_dir(wc.method, v, wc.seed) for v in VALUES if v != modpo_target(config, wc.method)}
+        ),
         policy=policy_base_dir(),
         pairs=lambda wc: f"{RUN}/data/{modpo_target(config, wc.method)}/dpo_train.parquet",
     output:
-        directory(f"{RUN}/modpo_vectors/{{method}}/w{{index}}"),
+        directory(f"{SEED_RUN}/modpo_vectors/{{method}}/w{{index}}"),
     params:
         lora=config["lora"],
-        dpo=config["dpo"],
+        dpo=lambda wc: seeded("dpo", wc),
         weighting=lambda wc: dict(zip(VALUES, WEIGHTINGS[int(wc.index)])),
         target=lambda wc: modpo_target(config, wc.method),
-        checkpoint_dir=f"{RUN}/checkpoints/modpo_vectors/{{method}}/w{{index}}",
+        checkpoint_dir=f"{SEED_RUN}/checkpoints/modpo_vectors/{{method}}/w{{index}}",
     threads: max(1, workflow.cores)
     log:
-        log_path("train_modpo_vector", "{method}_w{index}"),
+        log_path("train_modpo_vector", "seed{seed}_{method}_w{index}"),
     benchmark:
-        f"{RUN}/benchmarks/train_modpo_vector/{{method}}_w{{index}}.tsv"
+        f"{RUN}/benchmarks/train_modpo_vector/seed{{seed}}_{{method}}_w{{index}}.tsv"
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=480,

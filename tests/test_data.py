@@ -159,7 +159,8 @@ def test_drops_are_counted_by_reason(tmp_path):
     ]
     df = load_pairs(str(write(tmp_path / "p.jsonl", rows)))
     assert len(df) == 1 and df.attrs["rows_read"] == 5
-    assert df.attrs["drops"] == {"malformed": 0, "prompt_mismatch": 0, "empty": 2, "identical": 1, "duplicate": 1}
+    assert df.attrs["drops"] == {"malformed": 0, "prompt_mismatch": 0, "empty": 2, "identical": 1, "duplicate": 1,
+                                 "similar_length": 0}
 
 
 BAD_ROWS = [
@@ -433,3 +434,20 @@ def test_conversations_opening_with_the_same_question_share_a_split():
     where = {pid[1:] + pid[0]: name for name, part in splits.items() for pid in part["pair_id"]}
     assert all(where[f"{i}m"] == where[f"{i}l"] for i in range(60))
     assert set(where.values()) == {"train", "eval"}
+
+
+def test_derived_conciseness_prefers_the_shorter_reply(tmp_path):
+    from mva_core.data import SourceSpec, load_pairs
+
+    rows = [
+        {"prompt": "q1", "chosen": "a long and detailed helpful answer here", "rejected": "short"},
+        {"prompt": "q2", "chosen": "tiny", "rejected": "a much longer rejected answer text"},
+        {"prompt": "q3", "chosen": "two words", "rejected": "two more"},
+    ]
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(rows))
+    df = load_pairs(SourceSpec(path=str(path), derive="shorter"))
+    assert df["chosen"].tolist() == ["short", "tiny"]
+    assert df["rejected"].tolist() == ["a long and detailed helpful answer here", "a much longer rejected answer text"]
+    assert df.attrs["drops"]["similar_length"] == 1
+    assert df["source"].iloc[0].endswith("#shorter")

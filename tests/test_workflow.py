@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from synthetic import write_smoke_data_root
 
 REPO = Path(__file__).resolve().parents[1]
+METHODS = ["mva", "mva_dw", "soup", "ortho", "single", "expo", "modpo"]
 CONFIGS = sorted([REPO / "config.yaml", *(p for p in (REPO / "config").glob("*.yaml") if "schema" not in p.name)])
 
 
@@ -28,6 +29,23 @@ def test_dry_run_plans_every_stage(config):
     plan = result.stdout + result.stderr
     for rule in ["base_model", "prepare_value_data", "train_value_vector", "decorrelation_table"]:
         assert rule in plan, f"{rule} missing from the plan of {config.name}"
+
+
+def _job_counts(plan: str) -> dict[str, int]:
+    table = plan.split("Job stats:")[1].split("\n\n")[0]
+    return {line.split()[0]: int(line.split()[1]) for line in table.splitlines()[3:] if len(line.split()) == 2}
+
+
+def test_seeds_multiply_training_and_evaluation_but_not_data_or_reward_models(tmp_path):
+    one = snakemake("-n", "--configfile", str(REPO / "config/smoke.yaml"), workdir=tmp_path)
+    (tmp_path / "seeds.yaml").write_text("seeds: [1, 2]\n")
+    two = snakemake("-n", "--configfile", str(REPO / "config/smoke.yaml"), str(tmp_path / "seeds.yaml"), workdir=tmp_path)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    single, double = _job_counts(one.stdout), _job_counts(two.stdout)
+    for rule in ["train_value_vector", "train_modpo_vector", "generate", "score", "decorrelation_table"]:
+        assert double[rule] == 2 * single[rule], rule
+    for rule in ["prepare_value_data", "base_model", "sft", "train_reward_model", "frontiers"]:
+        assert double[rule] == single[rule], rule
 
 
 def test_typo_in_config_fails_before_any_job(tmp_path):
@@ -51,12 +69,12 @@ def smoke_run(tmp_path_factory):
 @pytest.mark.slow
 def test_smoke_run_builds_value_vectors(smoke_run):
     run = smoke_run[0] / "results/smoke"
-    for chain, value in [("independent", "helpful"), ("independent", "harmless"), ("mva", "harmless")]:
-        vector = run / "value_vectors" / chain / value
+    for chain, value in [("independent", "helpful"), ("independent", "harmless"), ("mva", "harmless"), ("ortho", "harmless")]:
+        vector = run / "seed_1/value_vectors" / chain / value
         weights = load_file(vector / "adapter_model.safetensors")
         assert weights and all(t.isfinite().all() for t in weights.values())
         assert "penalty" in pd.read_parquet(vector / "training_log.parquet").columns
-    table = pd.read_parquet(run / "decorrelation/mva.parquet")
+    table = pd.read_parquet(run / "seed_1/decorrelation/mva.parquet")
     assert {"hsic_lora_a", "hsic_delta_w", "cosine_delta_w"} <= set(table.columns)
     assert len(table) > 0
     assert not list(run.rglob("*.tmp")), "temporary files left behind"
@@ -66,15 +84,18 @@ def test_smoke_run_builds_value_vectors(smoke_run):
 def test_smoke_run_evaluates_every_grid_point(smoke_run):
     run = smoke_run[0] / "results/smoke"
     prompts = pd.read_parquet(run / "evaluation/prompts.parquet")
-    for method in ["mva", "soup"]:
+    for method in METHODS:
         points = pd.read_parquet(run / f"evaluation/{method}/points.parquet")
-        generations = pd.read_parquet(run / f"evaluation/{method}/generations.parquet")
+        generations = pd.read_parquet(run / f"seed_1/evaluation/{method}/generations.parquet")
         assert len(generations) == len(points) * len(prompts)
         for value in ["helpful", "harmless"]:
-            scores = pd.read_parquet(run / f"evaluation/{method}/scores_{value}.parquet")
+            scores = pd.read_parquet(run / f"seed_1/evaluation/{method}/scores_{value}.parquet")
             assert len(scores) == len(generations) and scores["reward"].notna().all()
     frontiers = pd.read_parquet(run / "tables/frontiers.parquet")
-    assert set(frontiers["method"]) == {"mva", "soup"} and (frontiers["hypervolume"] >= 0).all()
+    assert set(frontiers["method"]) == set(METHODS) and (frontiers["hypervolume"] >= 0).all()
+    assert (run / "seed_1/modpo_vectors/modpo/w0/adapter_model.safetensors").is_file()
+    expo = pd.read_parquet(run / "evaluation/expo/points.parquet")
+    assert expo[["lam_helpful", "lam_harmless"]].max().max() > 1  # extrapolation beyond the value vectors
     assert len(pd.read_parquet(run / "tables/win_rates.parquet")) > 0
     for stem in ["frontier_helpful_vs_harmless", "win_rates", "heatmap_mva", "single_value_vectors", "training_curves"]:
         assert (run / f"figures/{stem}.png").stat().st_size > 0 and (run / f"figures/{stem}.pdf").stat().st_size > 0

@@ -3,10 +3,12 @@ import glob
 
 import pandas as pd
 
-from mva_core.artifacts import write_text
+from mva_core.artifacts import write_parquet, write_text
 from mva_core.reporting import (
     EvaluationTables,
     read_accuracies,
+    read_decorrelation,
+    sensitivity_table,
     summary_markdown,
     total_wall_seconds,
     write_figures,
@@ -18,10 +20,14 @@ with logged_job(snakemake.log[0]) as log:
     tables = EvaluationTables(*(pd.read_parquet(p) for p in (inp.means, inp.frontiers, inp.selections, inp.win_rates)))
     points = pd.concat([pd.read_parquet(p) for p in inp.points], ignore_index=True)
     logs = {label: pd.read_parquet(f"{p}/training_log.parquet") for label, p in zip(params.log_labels, inp.training_logs)}
-    written = write_figures(tables, points, logs, params.figure_dir, params.values, params.heatmap_methods)
+    decorrelation = read_decorrelation(inp.decorrelation)
+    sensitivity = sensitivity_table(params.method_settings, tables.frontiers, decorrelation)
+    write_parquet(sensitivity, snakemake.output.sensitivity)
+    written = write_figures(tables, points, logs, params.figure_dir, params.values, params.heatmap_methods,
+                            sensitivity if params.sensitivity else None)
     log.info("wrote %s", [str(p) for p in written])
-    decorrelation = {m: pd.read_parquet(p) for m, p in zip(params.methods, inp.decorrelation)}
     benchmarks = glob.glob(f"{params.run_dir}/benchmarks/**/*.tsv", recursive=True)
     text = summary_markdown(params.run_name, tables, read_accuracies(inp.accuracy), decorrelation,
-                            total_wall_seconds(benchmarks) if benchmarks else None)
+                            total_wall_seconds(benchmarks) if benchmarks else None,
+                            pd.read_parquet(inp.seed_hypervolumes))
     write_text(text, snakemake.output.summary)

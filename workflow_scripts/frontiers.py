@@ -3,14 +3,16 @@ import pandas as pd
 
 from mva_core.artifacts import write_parquet, write_text
 from mva_core.frontier import to_markdown
-from mva_core.reporting import build_tables
+from mva_core.reporting import build_tables, hypervolume_by_seed, pool_seeds
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake.log[0]):
     scores = pd.concat([pd.read_parquet(p) for p in snakemake.input.scores], ignore_index=True)
     points = pd.concat([pd.read_parquet(p) for p in snakemake.input.points], ignore_index=True)
-    tables = build_tables(scores, points, snakemake.params.evaluation, snakemake.params.values, snakemake.params.seed)
+    params = snakemake.params
+    tables = build_tables(pool_seeds(scores), points, params.evaluation, params.values, params.seed)
     out = snakemake.output
+    write_parquet(hypervolume_by_seed(scores, points, params.evaluation, params.seed), out.seed_hypervolumes)
     write_parquet(tables.means, out.means)
     write_parquet(tables.frontiers, out.frontiers)
     write_text(to_markdown(tables.frontiers) + "\n", out.markdown)

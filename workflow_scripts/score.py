@@ -16,5 +16,6 @@ with logged_job(snakemake.log[0]):
         snakemake.wildcards.value,
     )
     description = scorer.describe()
-    scores = scores.assign(rm_batch_size=description["batch_size"], rm_dtype=description["dtype"])
+    scores = scores.assign(seed=int(snakemake.wildcards.seed), rm_batch_size=description["batch_size"],
+                           rm_dtype=description["dtype"])
     write_parquet(scores, snakemake.output[0])
