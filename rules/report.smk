@@ -48,6 +48,7 @@ rule figures:
         log_labels=[f"{c}/{v}" for c, v in TRAINING_RUNS],
         run_dir=RUN,
         run_name=config["run_name"],
+        target=config["evaluation"]["win_rate_target"],
     log:
         log_path("figures"),
     threads: 1

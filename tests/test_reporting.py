@@ -70,3 +70,4 @@ def test_summary_names_the_best_method_and_the_seed_interval():
                             hypervolume_by_seed(scores, points, EVALUATION, seed=0))
     assert "Largest hypervolume: **mva**" in text
     assert "across training seeds" in text and "1.0 min" in text
+    assert "decorrelated value vectors give a better frontier" in text and "-> reproduced" in text

@@ -29,5 +29,5 @@ with logged_job(snakemake.log[0]) as log:
     benchmarks = glob.glob(f"{params.run_dir}/benchmarks/**/*.tsv", recursive=True)
     text = summary_markdown(params.run_name, tables, read_accuracies(inp.accuracy), decorrelation,
                             total_wall_seconds(benchmarks) if benchmarks else None,
-                            pd.read_parquet(inp.seed_hypervolumes))
+                            pd.read_parquet(inp.seed_hypervolumes), params.target)
     write_text(text, snakemake.output.summary)
