@@ -23,8 +23,8 @@ def snakemake(*args: str, workdir: Path | None = None, timeout: int = 1200) -> s
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-def test_dry_run_plans_every_stage(config):
-    result = snakemake("-n", "--configfile", str(config))
+def test_dry_run_plans_every_stage(config, tmp_path):
+    result = snakemake("-n", "--configfile", str(config), workdir=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     plan = result.stdout + result.stderr
     for rule in ["base_model", "prepare_value_data", "train_value_vector", "decorrelation_table"]:
