@@ -281,3 +281,11 @@ def print_header(title: str, settings: dict) -> None:
     for key, value in {**machine(), **settings}.items():
         print(f"  {key}: {value}")
     sys.stdout.flush()
+
+
+def apply_preset(args, preset: dict, argv: list[str] | None) -> None:
+    """Set ``preset``'s values on ``args`` except for options given explicitly on the command line."""
+    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv if argv is not None else sys.argv[1:])}
+    for key, value in preset.items():
+        if key not in given:
+            setattr(args, key, value)

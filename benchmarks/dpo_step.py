@@ -81,10 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.quick:
-        given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv if argv is not None else sys.argv[1:])}
-        for key, value in QUICK.items():
-            if key not in given:
-                setattr(args, key, value)
+        C.apply_preset(args, QUICK, argv)
     return args
 
 
