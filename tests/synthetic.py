@@ -60,3 +60,8 @@ def save_random_adapter(model, config, folder: Path, seed: int) -> Path:
                 param.normal_(std=0.3)
     peft_model.save_pretrained(folder)
     return folder
+
+
+def save_random_adapters(model, configs: dict, root: Path) -> dict[str, Path]:
+    """One random adapter per (name, LoraConfig) under ``root/<name>``, seeded by position."""
+    return {name: save_random_adapter(model, config, root / name, seed=i) for i, (name, config) in enumerate(configs.items())}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel
 from peft.tuners.lora import LoraLayer
-from synthetic import save_random_adapter
+from synthetic import save_random_adapters
 
 from mva_core.combine import (
     MultiValueLinear,
@@ -29,8 +29,7 @@ LAMBDAS = [(0.0, 0.0), (1.0, 0.0), (0.3, 0.7), (-0.5, 1.5), (2.0, -1.0)]
 def setup(tmp_path_factory):
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_llama(tokenizer).eval()
-    root = tmp_path_factory.mktemp("vectors")
-    adapters = {v: save_random_adapter(model, c, root / v, seed=i) for i, (v, c) in enumerate(ADAPTER_CONFIGS.items())}
+    adapters = save_random_adapters(model, ADAPTER_CONFIGS, tmp_path_factory.mktemp("vectors"))
     torch.manual_seed(1)
     input_ids = torch.randint(3, len(tokenizer), (3, 10))
     return model, adapters, input_ids

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from peft import LoraConfig
-from synthetic import save_random_adapter
+from synthetic import save_random_adapters
 
 from mva_core.combine import ValueMixer, merge_explicit
 from mva_core.generation import GenerationSettings, encode_prompts, generate_grid
@@ -26,8 +26,7 @@ SETTINGS = GenerationSettings(max_new_tokens=8, batch_size=8)
 def setup(tmp_path_factory):
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_llama(tokenizer).eval()
-    root = tmp_path_factory.mktemp("vectors")
-    adapters = {v: save_random_adapter(model, c, root / v, seed=i) for i, (v, c) in enumerate(ADAPTER_CONFIGS.items())}
+    adapters = save_random_adapters(model, ADAPTER_CONFIGS, tmp_path_factory.mktemp("vectors"))
     mixer = ValueMixer.attach(copy.deepcopy(model), adapters)
     prompts = pd.DataFrame({
         "prompt_id": [f"p{i}" for i in range(len(QUESTIONS))],
