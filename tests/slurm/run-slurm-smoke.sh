@@ -192,7 +192,8 @@ submitted_rules() { # rule of every job a run log says was submitted to Slurm
          /^    jobid: [0-9]+$/ {rule_of[$2] = r}
          /^Job [0-9]+ has been submitted with SLURM jobid/ {print rule_of[$2]}' "$1"
 }
-nothing_to_do() { "$PYTHON" -m snakemake "${COMMON[@]}" --config "$GOOD_CONFIG" -n 2>&1 | grep -q 'Nothing to be done'; }
+# (no `cmd | grep -q` under pipefail: grep -q exits at the first match and the writer may die of SIGPIPE)
+nothing_to_do() { "$PYTHON" -m snakemake "${COMMON[@]}" --config "$GOOD_CONFIG" -n >dry.log 2>&1; grep -q 'Nothing to be done' dry.log; }
 
 # ------------------------------------------------------------------------------------------- plan ---
 # What the whole DAG needs from Slurm: every job of a dry run whose rule is not local (localrule: True, `all`).
@@ -328,7 +329,7 @@ smk run3.log --configfile "$REPO/config/smoke.yaml" gpu.yaml --config "$GOOD_CON
 rc3=$?
 gpu_line_ok() {
     [ "$rc3" != 0 ] && grep -q 'SLURM sbatch failed' run3.log &&
-        grep -A1 '^    sbatch call:' run3.log | grep -q -- "--comment rule_reward_model_accuracy.* --gpus=1 "
+        [ "$(grep -A1 '^    sbatch call:' run3.log | grep -c -- "--comment rule_reward_model_accuracy.* --gpus=1 ")" -gt 0 ]
 }
 check "gpus_per_job: 1 puts --gpus=1 into the sbatch call of a GPU stage (exit $rc3)" gpu_line_ok
 say "sacct: run 1: $(wc -l <sacct1.txt) Slurm jobs ($(grep -c '|COMPLETED|' sacct1.txt) COMPLETED," \

@@ -285,7 +285,7 @@ StorageLoc=slurm_acct_db"
         mark_started slurmdbd "$RUN/slurmdbd.pid"
     fi
     wait_for slurmdbd sacctmgr -n list cluster
-    if ! sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; then
+    if ! grep -qx "$CLUSTER" <<<"$(sacctmgr -n -P list cluster format=cluster)"; then
         sacctmgr -i add cluster "$CLUSTER" >/dev/null
     fi
 fi
@@ -337,13 +337,12 @@ wait_for "node $NODE to become idle" node_ready
 if [ "$ACCOUNTING" = slurmdbd ]; then
     # an account + association for root (and $SUDO_USER) so that the plugin's
     # account guessing/validation via sacct/sacctmgr finds something real
-    if ! sacctmgr -n -P list account format=account | grep -qx "$ACCOUNT"; then
+    if ! grep -qx "$ACCOUNT" <<<"$(sacctmgr -n -P list account format=account)"; then
         sacctmgr -i add account "$ACCOUNT" Cluster="$CLUSTER" \
             Description="local CI" Organization=ci >/dev/null
     fi
     for u in root ${SUDO_USER:-}; do
-        if ! sacctmgr -n -P list assoc user="$u" account="$ACCOUNT" \
-            format=user | grep -qx "$u"; then
+        if ! grep -qx "$u" <<<"$(sacctmgr -n -P list assoc user="$u" account="$ACCOUNT" format=user)"; then
             sacctmgr -i add user "$u" Account="$ACCOUNT" DefaultAccount="$ACCOUNT" \
                 Cluster="$CLUSTER" >/dev/null
         fi
