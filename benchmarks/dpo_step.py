@@ -6,7 +6,8 @@ On a random-weight Llama saved like the pipeline's SFT model, with one frozen ea
    log-probs precomputed, i.e. the cheapest step, so the penalty's share is the largest) trains for
    3 × ``--steps`` steps; a callback rotates the penalty per step (off, HSIC ``lora_a``, HSIC ``delta_w``) and times
    each optimizer step (forward + backward + update). Per form: (median t_on − median t_off) / median t_on. As a
-   cross-check the penalty alone (forward + backward on the cached pairs) is timed in isolation.
+   cross-check the penalty alone (forward + backward of the trainer's ``DecorrelationPenalty``) is timed in
+   isolation. ``benchmarks/penalty.py`` compares the penalty with the implementation it replaced.
 2. ``ref_precompute_speedup``: full ``train_value_vector`` runs (load, train ``--epochs`` epochs, save) with
    ``precompute_ref_log_probs`` True vs False, interleaved ``--repeats`` times, median wall times (False ÷ True).
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 
-from mva_core.penalties import PenaltySettings, collect_lora_pairs, decorrelation_penalty  # noqa: E402
+from mva_core.penalties import DecorrelationPenalty, PenaltySettings, collect_lora_pairs  # noqa: E402
 from mva_core.value_training import (  # noqa: E402
     TRAINED_ADAPTER,
     DecorrelatedDPOTrainer,
@@ -117,16 +118,16 @@ def penalty_settings(args, form: str) -> PenaltySettings:
 class RotatePenalty(TrainerCallback):
     """Per optimizer step: set the penalty mode (rotating through MODES) and time the step."""
 
-    def __init__(self, trainer: DecorrelatedDPOTrainer, pairs: dict, settings: dict, warmup: int) -> None:
-        self.trainer, self.pairs, self.settings, self.warmup = trainer, pairs, settings, warmup
+    def __init__(self, trainer: DecorrelatedDPOTrainer, penalties: dict, settings: dict, warmup: int) -> None:
+        self.trainer, self.penalties, self.settings, self.warmup = trainer, penalties, settings, warmup
         self.times = {clock: {m: [] for m in MODES} for clock in C.CLOCKS}
         self.mode, self.start = MODES[0], (0.0, 0.0)
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.mode = MODES[state.global_step % len(MODES)]
-        # benchmark-only toggles of trainer internals: the cached penalty pairs, and TRL's precompute switch (the
-        # dataset keeps its precomputed columns; with the switch off TRL ignores them and runs the reference forward)
-        self.trainer._pairs = self.pairs[self.mode]
+        # benchmark-only toggles of trainer internals: the penalty term, and TRL's precompute switch (the dataset
+        # keeps its precomputed columns; with the switch off TRL ignores them and runs the reference forward)
+        self.trainer._decorrelation = self.penalties[self.mode]
         self.trainer.penalty = self.settings[self.mode]
         self.trainer.precompute_ref_logps = self.mode != "off_ref_every_step"
         if torch.cuda.is_available():
@@ -140,61 +141,6 @@ class RotatePenalty(TrainerCallback):
         if state.global_step > self.warmup:  # global_step is already incremented here
             self.times["wall"][self.mode].append(wall)
             self.times["cpu"][self.mode].append(cpu)
-
-
-def batched_penalty(pairs: list, settings: PenaltySettings):
-    """Prototype (benchmark only) of a faster HSIC penalty with the same value as ``decorrelation_penalty``.
-
-    The frozen side is constant during training, so its centred kernel H·L·H/n² is computed once; the trained side
-    is stacked per shape and handled by a few batched ops instead of a Python loop over modules:
-    HSIC = tr(K H L H)/n² = Σ K ⊙ (H L H)/n². Samples: rows of A (``lora_a``) or the sampled rows of
-    ΔW = s·B·A via the Gram s²·B_S (A Aᵀ) B_Sᵀ (``delta_w``). Numeric sigma or "median" (per pair, no gradient,
-    like ``mva_core.hsic.rbf_kernel_from_gram``).
-    """
-    median = settings.sigma == "median"
-    two_sigma_sq = None if median else 2.0 * float(settings.sigma) ** 2
-    delta_w = settings.form == "delta_w"
-
-    def rows_of(B: torch.Tensor, rows) -> torch.Tensor:
-        return B if rows is None else B.index_select(0, rows)
-
-    def gram(As: list, Bs: list, scalings: list, rows: list) -> torch.Tensor:
-        A = torch.stack(As).float()
-        if not delta_w:
-            return A @ A.transpose(1, 2)
-        B = torch.stack([rows_of(b, r) for b, r in zip(Bs, rows)]).float()
-        scale = torch.tensor(scalings, device=A.device).pow(2)[:, None, None]
-        return scale * (B @ (A @ A.transpose(1, 2)) @ B.transpose(1, 2))
-
-    def kernel(g: torch.Tensor) -> torch.Tensor:
-        diag = g.diagonal(dim1=1, dim2=2)
-        dist = (diag[:, :, None] + diag[:, None, :] - 2 * g).clamp_min(0)
-        if not median:
-            return torch.exp(-dist / two_sigma_sq)
-        n = dist.shape[1]
-        off_diagonal = dist.detach()[:, ~torch.eye(n, dtype=torch.bool, device=dist.device)]
-        bandwidth = off_diagonal.median(dim=1).values.clamp_min(1e-12)[:, None, None]
-        return torch.exp(-dist / bandwidth)
-
-    groups: dict[tuple, list] = {}
-    for pair in pairs:
-        n = len(pair.rows) if delta_w and pair.rows is not None else (pair.B.shape[0] if delta_w else pair.A.shape[0])
-        key = (n, tuple(pair.A.shape), tuple(pair.B.shape[1:]) if delta_w else ())  # B rows are sampled to n
-        groups.setdefault(key, []).append(pair)
-    prepared = []
-    for (n, _, _), group in groups.items():
-        with torch.no_grad():
-            L = kernel(gram([q.frozen_A.detach() for q in group], [q.frozen_B.detach() for q in group],
-                            [q.frozen_scaling for q in group], [q.rows for q in group]))
-            centred = L - L.mean(1, keepdim=True) - L.mean(2, keepdim=True) + L.mean((1, 2), keepdim=True)
-            denominator = n**2 if settings.normalization == "n2" else (n - 1) ** 2
-        prepared.append((group, centred / denominator))
-
-    def penalty() -> torch.Tensor:
-        return sum((kernel(gram([q.A for q in group], [q.B for q in group], [q.scaling for q in group],
-                                [q.rows for q in group])) * centred).sum() for group, centred in prepared)
-
-    return penalty
 
 
 def penalty_timing(args, root: Path, sft_dir: Path, frozen_dir: Path, pairs: pd.DataFrame) -> dict:
@@ -226,44 +172,33 @@ def penalty_timing(args, root: Path, sft_dir: Path, frozen_dir: Path, pairs: pd.
         trainer = DecorrelatedDPOTrainer(model, args=config, train_dataset=_preference_dataset(pairs),
                                          processing_class=tokenizer, data_collator=collator,
                                          penalty=settings["lora_a"], frozen_adapters=["helpful"])
-        cached = {"off": [], "off_ref_every_step": [], "lora_a": trainer._pairs,
-                  "delta_w": collect_lora_pairs(model, TRAINED_ADAPTER, ["helpful"], None, args.max_rows)}
-        callback = RotatePenalty(trainer, cached, settings, warmup)
+        no_penalty = DecorrelationPenalty([], settings["off"])
+        penalties = {"off": no_penalty, "off_ref_every_step": no_penalty, "lora_a": trainer._decorrelation,
+                     "delta_w": DecorrelationPenalty(collect_lora_pairs(model, TRAINED_ADAPTER, ["helpful"], None,
+                                                                        args.max_rows), settings["delta_w"])}
+        callback = RotatePenalty(trainer, penalties, settings, warmup)
         trainer.add_callback(callback)
         with contextlib.redirect_stdout(io.StringIO()):  # TRL/transformers print every log dict
             trainer.train()
 
-    # The penalty alone, forward + backward, on the cached pairs (median of many calls).
+    # The penalty alone, forward + backward, as the trainer computes it (median of many calls).
     def penalty_step(form: str) -> None:
         for _ in range(5):
-            (decorrelation_penalty(cached[form], settings[form]) * args.weight).backward()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-
-    fast = {form: batched_penalty(cached[form], settings[form]) for form in ("lora_a", "delta_w")}
-
-    def fast_step(form: str) -> None:
-        for _ in range(5):
-            (fast[form]() * args.weight).backward()
+            (penalties[form]() * args.weight).backward()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
 
     alone = {clock: {} for clock in C.CLOCKS}
-    for name, fn, form in (("lora_a", penalty_step, "lora_a"), ("delta_w", penalty_step, "delta_w"),
-                           ("lora_a_batched_prototype", fast_step, "lora_a"),
-                           ("delta_w_batched_prototype", fast_step, "delta_w")):
-        samples = [C.measure(fn, form) for _ in range(7)]
+    for form in ("lora_a", "delta_w"):
+        samples = [C.measure(penalty_step, form) for _ in range(7)]
         for i, clock in enumerate(C.CLOCKS):
-            alone[clock][name] = C.median([x[i] for x in samples]) / 5
-    values = {}
+            alone[clock][form] = C.median([x[i] for x in samples]) / 5
     with torch.no_grad():
-        for form in ("lora_a", "delta_w"):
-            values[form] = {"decorrelation_penalty": float(decorrelation_penalty(cached[form], settings[form])),
-                            "batched_prototype": float(fast[form]())}
+        values = {form: float(penalties[form]()) for form in ("lora_a", "delta_w")}
     model.zero_grad(set_to_none=True)
 
     result = {"steps_per_mode": {mode: len(ts) for mode, ts in callback.times["wall"].items()},
-              "lora_module_pairs": len(cached["lora_a"]),
+              "lora_module_pairs": len(penalties["lora_a"].pairs),
               "penalty_values": values}
     for clock in C.CLOCKS:
         t = {mode: C.median(ts) for mode, ts in callback.times[clock].items()}
@@ -357,11 +292,6 @@ def main(argv=None) -> int:
             for form in ("lora_a", "delta_w"):
                 print(f"[{c}] hsic_overhead_{form}: {pc[f'hsic_overhead_{form}']} "
                       f"(isolated: {pc[f'hsic_overhead_{form}_isolated']})", flush=True)
-            for form in ("lora_a", "delta_w"):
-                one, fast = pc["penalty_alone_seconds"][form], pc["penalty_alone_seconds"][f"{form}_batched_prototype"]
-                print(f"[{c}] {form} penalty, batched prototype (frozen kernels cached, modules stacked): "
-                      f"{fast * 1e3:.2f} ms vs {one * 1e3:.2f} ms ({one / fast:.1f}× faster; values "
-                      f"{penalty['penalty_values'][form]})")
             print(f"[{c}] reference forward = {pc['ref_forward_fraction_of_step']} of a step -> precompute speedup "
                   f"over {args.epochs} epochs at most {pc['ref_precompute_speedup_bound']} (fixed costs excluded)")
         if not args.skip_precompute:

@@ -19,9 +19,20 @@ every path generates exactly ``--new-tokens`` tokens.
    per-row λ, same rows and batch size, interleaved ``--repeats`` times; plus, for comparison, the merged-weights
    alternative (per grid point: ``merge_explicit`` then plain batched generation of that point's prompts).
 
+5. ``batching``: ``generate_grid`` through the mixer with fixed-row batches (``--batch-size``) vs token-capped
+   batches (``max_batch_tokens``, one arm per ``--token-budgets`` entry), on ``--batching-prompts`` prompts with
+   the same length range, interleaved ``--repeats`` times; outputs of all arms must be identical. Also prints each
+   arm's batch plan: batches, prefill padding, the largest batch's padded tokens. Runs with ``--batching``
+   (added to the rest) or ``--batching-only``.
+
+``--analyze-run results/<run>`` needs no model: it replays a finished pipeline run's generation queue (its points,
+prompts and generations) through each batching and reports the prefill padding and the decode row-steps spent on
+rows that had already emitted EOS (generate stops a batch only when every row has).
+
 Timings are taken on two clocks (wall, process CPU); ``--clock`` picks the one of the headline lines.
 
-Last two lines: ``speedup_vs_reference=<x>`` and ``lora_overhead=<x>`` (plain tokens/s ÷ mixer tokens/s).
+Last lines: ``speedup_vs_reference=<x>``, ``lora_overhead=<x>`` (plain tokens/s ÷ mixer tokens/s) and
+``token_budget_speedup=<x>`` (fixed-row time ÷ the first token budget's time), each when its part ran.
 """
 from __future__ import annotations
 
@@ -43,13 +54,14 @@ from reference_protocol import MERGES, evaluate_reference  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from mva_core.combine import ValueMixer, merge_explicit  # noqa: E402
-from mva_core.generation import GenerationSettings, generate_grid  # noqa: E402
+from mva_core.generation import GenerationSettings, encode_prompts, generate_grid, plan_batches  # noqa: E402
 from mva_core.reward_models import RewardModelSettings, RewardScorer, score_generations  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 VALUE_NAMES = ["helpful", "harmless", "honest", "humorous", "concise", "creative", "formal", "safe"]
 QUICK = dict(hidden=256, intermediate=768, layers=4, heads=4, kv_heads=2, vocab=4096, values=2, grid_size=4,
              prompts=8, new_tokens=48, batch_size=48, repeats=3)
+SHARD_SIZE = 2048  # generate_grid's default: batches never span two shards
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -88,6 +100,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip-breakdown", action="store_true", help="skip the prefill/decode cost breakdown")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: with another job on the machine, 2 threads made tiny ops erratic)")
+    parser.add_argument("--token-budgets", nargs="+", default=["4096", "8192:96"], metavar="TOKENS[:ROWS]",
+                        help="batching arms: max_batch_tokens ('none': fixed rows), optionally with their own row "
+                             "cap (default --batch-size); the first one gives token_budget_speedup")
+    parser.add_argument("--batching-prompts", type=int, default=24,
+                        help="prompts of the batching comparison (default config: 2 values × 12), lengths as "
+                             "--prompt-words")
+    parser.add_argument("--batching", action="store_true",
+                        help="add the fixed-row vs token-budget comparison (2-4 min with --quick) to the run")
+    parser.add_argument("--batching-only", action="store_true", help="only the fixed-row vs token-budget comparison")
+    parser.add_argument("--analyze-run", type=Path, metavar="RUN_DIR",
+                        help="replay a finished run's generation queue (results/<run>) through the batchings of "
+                             "--batch-size and --token-budgets, report padding and post-EOS decode waste, and exit")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -275,6 +299,105 @@ def breakdown(args: argparse.Namespace, art: dict) -> dict:
     return out
 
 
+def budget_arms(args: argparse.Namespace, new_tokens: int, batch_size: int) -> dict[str, GenerationSettings]:
+    """Fixed rows first, then one token-capped arm per ``--token-budgets`` entry."""
+    arms = {f"rows≤{batch_size}": GenerationSettings(max_new_tokens=new_tokens, batch_size=batch_size)}
+    for spec in args.token_budgets:
+        tokens, _, rows = spec.partition(":")
+        settings = GenerationSettings(max_new_tokens=new_tokens, batch_size=int(rows or batch_size),
+                                      max_batch_tokens=None if tokens == "none" else int(tokens))
+        arms[f"tokens≤{settings.max_batch_tokens},rows≤{settings.batch_size}"] = settings
+    return arms
+
+
+def batch_plan(queue_lengths: list[int], settings: GenerationSettings) -> list[list[int]]:
+    """Prompt lengths of every batch of ``generate_grid`` for this queue (longest first), shard by shard."""
+    batches = []
+    for start in range(0, len(queue_lengths), SHARD_SIZE):
+        shard = queue_lengths[start: start + SHARD_SIZE]
+        for size in plan_batches(shard, settings):
+            batches.append(shard[:size])
+            shard = shard[size:]
+    return batches
+
+
+def plan_stats(batches: list[list[int]], new_tokens: int) -> dict:
+    padded = sum(len(b) * max(b) for b in batches)
+    real = sum(sum(b) for b in batches)
+    return {"batches": len(batches), "rows_per_batch": round(sum(map(len, batches)) / len(batches), 1),
+            "prefill_tokens": real, "prefill_padded": padded, "prefill_padding_share": round(1 - real / padded, 3),
+            "max_batch_tokens": max(len(b) * (max(b) + new_tokens) for b in batches)}
+
+
+def batching(args: argparse.Namespace, art: dict) -> dict:
+    """Fixed-row vs token-capped batches: interleaved ``generate_grid`` timings through the mixer, same rows."""
+    tokenizer = AutoTokenizer.from_pretrained(art["sft_dir"])
+    model = AutoModelForCausalLM.from_pretrained(art["sft_dir"], dtype=DTYPES[args.dtype]).to(args.device).eval()
+    mixer = ValueMixer.attach(model, art["adapters"])
+    points = art["points"]
+    prompts = C.make_prompts(args.batching_prompts, *args.prompt_words, seed=args.seed + 1, vocab=args.vocab)
+    lengths = [len(ids) for ids in encode_prompts(tokenizer, prompts)]
+    queue = sorted(lengths * len(points), reverse=True)
+    arms = budget_arms(args, args.new_tokens, args.batch_size)
+    result: dict = {"rows": len(queue), "prompt_tokens": f"{min(lengths)}-{max(lengths)} (median "
+                    f"{sorted(lengths)[len(lengths) // 2]})",
+                    "plans": {name: plan_stats(batch_plan(queue, s), args.new_tokens) for name, s in arms.items()}}
+
+    def run(settings: GenerationSettings) -> pd.DataFrame:
+        return generate_grid(model, tokenizer, mixer, prompts, points, settings, progress=False)
+
+    outputs = {name: run(s) for name, s in arms.items()}  # warm-up, and the outputs to compare
+    first = next(iter(outputs.values()))
+    result["outputs_identical"] = all(out.equals(first) for out in outputs.values())
+    times = {clock: {name: [] for name in arms} for clock in C.CLOCKS}
+    for repeat in range(args.repeats):
+        for name in list(arms) if repeat % 2 == 0 else list(reversed(arms)):
+            wall, cpu = C.measure(run, arms[name])
+            times["wall"][name].append(wall)
+            times["cpu"][name].append(cpu)
+    fixed = next(iter(arms))
+    for clock in C.CLOCKS:
+        t = times[clock]
+        result[clock] = {
+            "seconds": {name: [round(x, 3) for x in ts] for name, ts in t.items()},
+            "median_seconds": {name: round(C.median(ts), 3) for name, ts in t.items()},
+            # median of paired ratios: each arm's run against the fixed-row run of the same repeat
+            "speedup_vs_fixed": {name: round(C.median([f / x for f, x in zip(t[fixed], ts)]), 3)
+                                 for name, ts in t.items() if name != fixed},
+        }
+    return result
+
+
+def analyze_run(args: argparse.Namespace) -> dict:
+    """Batch plans of a finished run's generation queue, with the run's real response lengths (no model needed)."""
+    run = args.analyze_run
+    prompt_order = pd.read_parquet(run / "evaluation/prompts.parquet")["prompt_id"].tolist()
+    out: dict = {}
+    for path in sorted(run.glob("seed_*/evaluation/*/generations.parquet")):
+        method = path.parent.name
+        gens = pd.read_parquet(path).set_index(["point_id", "prompt_id"])
+        point_order = pd.read_parquet(run / f"evaluation/{method}/points.parquet")["point_id"].tolist()
+        new_tokens = int(gens["n_response_tokens"].max())
+        # generate_grid's queue: (point, prompt) pairs in input order, stably sorted by prompt length, longest first
+        pairs = sorted(((pt, pr) for pt in point_order for pr in prompt_order),
+                       key=lambda key: -int(gens.at[key, "n_prompt_tokens"]))
+        prompt_len = [int(gens.at[key, "n_prompt_tokens"]) for key in pairs]
+        # decode steps a row needs: its tokens, plus the EOS step when it finished; generate runs a batch until
+        # its longest row is done, every row of it for every step
+        steps = [min(new_tokens, int(gens.at[key, "n_response_tokens"]) + bool(gens.at[key, "finished"]))
+                 for key in pairs]
+        entry = {"rows": len(pairs), "new_tokens": new_tokens, "finished_share": round(float(gens["finished"].mean()), 3)}
+        for name, settings in budget_arms(args, new_tokens, args.batch_size).items():
+            batches, start, row_steps = batch_plan(prompt_len, settings), 0, 0
+            for batch in batches:
+                row_steps += len(batch) * max(steps[start: start + len(batch)])
+                start += len(batch)
+            entry[name] = {**plan_stats(batches, new_tokens), "decode_row_steps": row_steps,
+                           "decode_after_eos_share": round(1 - sum(steps) / row_steps, 3)}
+        out[f"{path.parent.parent.parent.name}/{method}"] = entry
+    return out
+
+
 def describe_tokens(art: dict) -> str:
     tokenizer = AutoTokenizer.from_pretrained(art["sft_dir"])
     from mva_core.generation import encode_prompts
@@ -285,6 +408,13 @@ def describe_tokens(art: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.analyze_run:
+        analysis = analyze_run(args)
+        for run, entry in analysis.items():
+            print(f"{run}: {json.dumps(entry, ensure_ascii=False)}")
+        if args.json:
+            args.json.write_text(json.dumps(analysis, indent=2))
+        return 0
     torch.set_num_threads(args.threads)
     clock = C.pick_clock(args.clock, args.device, args.threads)
     started = time.perf_counter()
@@ -308,7 +438,7 @@ def main(argv=None) -> int:
                          "reward_model": art["rm_shape"].describe(), "grid_points": n_points, "prompts": n_prompts,
                          "prompt_tokens": describe_tokens(art), "headline_clock": clock}
         status = 0
-        if not args.skip_reference:
+        if not args.skip_reference and not args.batching_only:
             run_ours(args, art)  # warm-up (lazy imports, allocator), untimed
             gen_a, scores_a, watch_a = run_ours(args, art)
             print(f"ours (run 1): {watch_a.total('wall'):.2f}s wall, {watch_a.total('cpu'):.2f}s cpu "
@@ -355,7 +485,7 @@ def main(argv=None) -> int:
             print(f"outputs identical to the reference: {not problems} ({distinct}/{n_points} grid points give "
                   f"distinct outputs; every row {args.new_tokens} new tokens: {tokens_ok}; max |reward diff| "
                   f"{reward_diff:.2g})", flush=True)
-        if not args.skip_breakdown:
+        if not args.skip_breakdown and not args.batching_only:
             results["breakdown"] = parts = breakdown(args, art)
             for c in C.CLOCKS:
                 print(f"[{c}] per row and value: batch 1 {json.dumps(parts[c]['batch1'])}; batched "
@@ -363,16 +493,30 @@ def main(argv=None) -> int:
                       f"prefill share of batched generation {parts[c]['prefill_share_batched']}, generation speedup "
                       f"≈ {parts[c]['generation_speedup_estimate']}× (with free decoding at most "
                       f"{parts[c]['generation_speedup_bound_free_decode']}×)", flush=True)
-        overhead = plain_vs_mixer(args, art)
-        results["lora"] = overhead
-        print(f"plain vs mixer (batch {args.batch_size}, {overhead['rows']} rows × {args.new_tokens} tokens, "
-              f"{args.repeats} interleaved repeats):")
-        for c in C.CLOCKS:
-            o = overhead[c]
-            print(f"  [{c}] seconds {json.dumps(o['seconds'])}; tokens/s (medians) {json.dumps(o['tokens_per_s'])}; "
-                  f"lora_overhead {o['lora_overhead']}"
-                  + (f"; merged_per_point ÷ plain {o['merged_per_point_vs_plain']}" if "merged_per_point_vs_plain" in o
-                     else ""))
+        if not args.batching_only:
+            overhead = plain_vs_mixer(args, art)
+            results["lora"] = overhead
+            print(f"plain vs mixer (batch {args.batch_size}, {overhead['rows']} rows × {args.new_tokens} tokens, "
+                  f"{args.repeats} interleaved repeats):")
+            for c in C.CLOCKS:
+                o = overhead[c]
+                print(f"  [{c}] seconds {json.dumps(o['seconds'])}; tokens/s (medians) {json.dumps(o['tokens_per_s'])}; "
+                      f"lora_overhead {o['lora_overhead']}"
+                      + (f"; merged_per_point ÷ plain {o['merged_per_point_vs_plain']}"
+                         if "merged_per_point_vs_plain" in o else ""))
+        if args.batching or args.batching_only:
+            results["batching"] = b = batching(args, art)
+            print(f"fixed rows vs token budget ({b['rows']} rows, prompts {b['prompt_tokens']} tokens, "
+                  f"{args.new_tokens} new tokens, {args.repeats} interleaved repeats; outputs identical: "
+                  f"{b['outputs_identical']}):")
+            for name, plan in b["plans"].items():
+                print(f"  plan {name}: {json.dumps(plan)}")
+            for c in C.CLOCKS:
+                print(f"  [{c}] seconds {json.dumps(b[c]['seconds'], ensure_ascii=False)}; speedup vs fixed rows (median of paired "
+                      f"ratios) {json.dumps(b[c]['speedup_vs_fixed'], ensure_ascii=False)}", flush=True)
+            if not b["outputs_identical"]:
+                print("MISMATCH: token-budget batching changed greedy outputs")
+                status = 1
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     results["loadavg_1m_end"] = C.machine()["loadavg_1m"]
     print(f"wall time: {results['wall_seconds']}s, load average at end: {results['loadavg_1m_end']}")
@@ -380,7 +524,10 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(results, indent=2, default=str))
     if "grid_eval" in results:
         print(f"speedup_vs_reference={results['grid_eval'][clock]['speedup_vs_reference']}")
-    print(f"lora_overhead={overhead[clock]['lora_overhead']}")
+    if "lora" in results:
+        print(f"lora_overhead={results['lora'][clock]['lora_overhead']}")
+    if "batching" in results:
+        print(f"token_budget_speedup={next(iter(results['batching'][clock]['speedup_vs_fixed'].values()))}")
     return status
 
 

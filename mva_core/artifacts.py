@@ -2,10 +2,13 @@
 
 Every pipeline output is first written under a temporary name in the same directory and then renamed,
 so a killed job leaves either the previous finished artifact or nothing, never a half-written file.
+While a job's provenance record is active (``provenance_scope``), it travels inside every artifact written:
+in the footer of each Parquet file (key ``mva.provenance``) and as ``provenance.json`` in each artifact directory.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -16,6 +19,32 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PROVENANCE_KEY = b"mva.provenance"
+PROVENANCE_FILE = "provenance.json"
+_PROVENANCE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mva_provenance", default=None)
+
+
+@contextlib.contextmanager
+def provenance_scope(record: dict) -> Iterator[dict]:
+    """Attach ``record`` (JSON-serialisable; see ``mva_core.provenance``) to every artifact written in the block."""
+    token = _PROVENANCE.set(record)
+    try:
+        yield record
+    finally:
+        _PROVENANCE.reset(token)
+
+
+def current_provenance() -> dict | None:
+    """The active job's provenance record, or None outside a job."""
+    return _PROVENANCE.get()
+
+
+def _provenance_json() -> str | None:
+    record = current_provenance()
+    return None if record is None else json.dumps(record, sort_keys=True, default=str)
 
 
 def _umask() -> int:
@@ -50,6 +79,9 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp_path, 0o777 & ~_umask())
     try:
         yield tmp_path
+        record = _provenance_json()
+        if record is not None:
+            (tmp_path / PROVENANCE_FILE).write_text(record + "\n")
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -63,9 +95,26 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write ``df`` to ``path`` atomically (no index)."""
+    """Write ``df`` to ``path`` atomically (no index), with the active job's provenance in the file footer."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    record = _provenance_json()
+    if record is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), PROVENANCE_KEY: record.encode()})
     with atomic_file(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
+
+
+def read_provenance(path: str | os.PathLike) -> dict | None:
+    """The provenance record stored with an artifact: Parquet footer, ``provenance.json`` in a directory, or the
+    ``provenance`` key of a JSON artifact."""
+    target = Path(path)
+    if target.is_dir():
+        record_file = target / PROVENANCE_FILE
+        return json.loads(record_file.read_text()) if record_file.is_file() else None
+    if target.suffix == ".json":
+        return json.loads(target.read_text()).get("provenance")
+    metadata = pq.read_schema(target).metadata or {}
+    return json.loads(metadata[PROVENANCE_KEY]) if PROVENANCE_KEY in metadata else None
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

@@ -42,12 +42,48 @@ def _describe_schema_error(config: Mapping[str, Any]) -> str:
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(dict(config)))
     key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".") or "<top level>"
-    allowed = ""
-    if error.validator == "additionalProperties" and "properties" in error.schema:
-        allowed = f"; allowed keys: {sorted(error.schema['properties'])}"
-    elif error.validator == "enum":
-        allowed = f"; allowed values: {error.validator_value}"
-    return f"config key '{key}': {error.message}{allowed}"
+    return f"config key '{key}': {_explain(error)}"
+
+
+def _explain(error: Any) -> str:
+    """What is wrong with the value of a ``jsonschema`` error and what is allowed instead."""
+    rule, limit, instance = error.validator, error.validator_value, error.instance
+    if "propertyNames" in error.schema_path:
+        if rule == "not":
+            return f"the name {instance!r} is reserved; choose another"
+        return f"the name {instance!r} is not allowed; names must match {limit!r}"
+    if rule == "additionalProperties" and "properties" in error.schema:
+        return f"{error.message}; allowed keys: {sorted(error.schema['properties'])}"
+    if error.parent is not None and error.parent.validator in ("oneOf", "anyOf"):
+        message = f"{instance!r} is not allowed" if rule == "enum" else error.message
+        return f"{message}; allowed: {' or '.join(_accepts(branch) for branch in error.parent.validator_value)}"
+    if rule == "enum":
+        return f"{instance!r} is not allowed; allowed values: {limit}"
+    if rule == "minProperties":
+        return f"has {_count(len(instance), 'entry', 'entries')} {sorted(instance)}; at least {limit} required"
+    if rule == "minItems":
+        return f"has {_count(len(instance), 'item', 'items')}; at least {limit} required"
+    return error.message
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+_BOUNDS = (("exclusiveMinimum", ">"), ("minimum", ">="), ("exclusiveMaximum", "<"), ("maximum", "<="))
+_ARTICLES = {"array": "a list", "object": "a mapping", "integer": "an integer", "null": "null"}
+
+
+def _accepts(schema: Mapping[str, Any]) -> str:
+    """Short text of what a schema branch accepts, e.g. ``a number > 0`` or ``one of ['median']``."""
+    if "enum" in schema:
+        return f"one of {schema['enum']}"
+    types = schema.get("type", [])
+    text = "/".join(_ARTICLES.get(t, f"a {t}") for t in ([types] if isinstance(types, str) else types)) or "a value"
+    bounds = [f"{op} {schema[name]}" for name, op in _BOUNDS if name in schema]
+    if "minItems" in schema:
+        bounds.append(f"of at least {schema['minItems']} items")
+    return " ".join([text, *bounds])
 
 
 def value_order(config: Mapping[str, Any]) -> list[str]:
@@ -58,39 +94,67 @@ def value_order(config: Mapping[str, Any]) -> list[str]:
 def check_config(config: Mapping[str, Any]) -> None:
     """Checks across keys (run after schema validation): each failure names the key and what is allowed."""
     values = value_order(config)
-    orders = [config["values"][v]["order"] for v in values]
-    if len(set(orders)) != len(orders):
-        raise ConfigError(f"values.*.order must be unique; got {dict(zip(values, orders))}")
+    k = len(values)
+    per_value = f"one per value, in training order: {values}"
+    seen: dict[int, str] = {}
+    for value in values:
+        order = config["values"][value]["order"]
+        if order in seen:
+            raise _key_error(f"values.{value}.order", f"{order} is also the order of {seen[order]!r}; orders must be unique")
+        seen[order] = value
+        for i, source in enumerate(config["values"][value]["sources"]):
+            if source["format"] == "pku" and source["view"] is None:
+                raise _key_error(f"values.{value}.sources[{i}].view",
+                                 "format 'pku' needs a view; allowed values: ['better', 'safer']")
     split = config["data"]["split"]
     if sum(split.values()) > 1 + 1e-9:
-        raise ConfigError(f"data.split fractions must sum to at most 1; got {split} (sum {sum(split.values()):.3f})")
+        raise _key_error("data.split", f"fractions must sum to at most 1; got {split} (sum {sum(split.values()):.3f})")
     evaluation = config["evaluation"]
-    k = len(values)
+    for i, weighting in enumerate(evaluation["weightings"]):
+        if len(weighting) != k or sum(weighting) <= 0:
+            raise _key_error(f"evaluation.weightings[{i}]", f"{weighting} must have {k} non-negative weights ({per_value}), "
+                                                             "not all 0")
     for name, method in config["methods"].items():
         penalty = method["penalty"]
         if penalty["kind"] != "none" and penalty["weight"] == 0:
-            raise ConfigError(f"methods.{name}.penalty.weight is 0 with kind '{penalty['kind']}': use kind 'none'")
+            raise _key_error(f"methods.{name}.penalty.weight", f"is 0 with kind '{penalty['kind']}': use kind 'none' "
+                                                               "or a weight > 0")
         if method["type"] == "modpo":
             _check_modpo(name, method, values, evaluation["weightings"])
     grid = evaluation["grid"]
     if grid["type"] == "list":
         if not grid["points"]:
-            raise ConfigError("evaluation.grid.points is empty: a 'list' grid needs at least one point")
+            raise _key_error("evaluation.grid.points", "is empty: a 'list' grid needs at least one point")
         for i, point in enumerate(grid["points"]):
             if len(point) != k:
-                raise ConfigError(f"evaluation.grid.points[{i}] has {len(point)} numbers; expected {k} (one per value: {values})")
+                raise _key_error(f"evaluation.grid.points[{i}]", f"has {len(point)} numbers; expected {k} ({per_value})")
     if grid["type"] == "box" and not grid["low"] < grid["high"]:
-        raise ConfigError(f"evaluation.grid.low ({grid['low']}) must be below evaluation.grid.high ({grid['high']})")
-    for i, weighting in enumerate(evaluation["weightings"]):
-        if len(weighting) != k or sum(weighting) <= 0:
-            raise ConfigError(f"evaluation.weightings[{i}] must have {k} non-negative weights (one per value: {values}), not all 0")
+        raise _key_error("evaluation.grid.low", f"{grid['low']} must be below evaluation.grid.high ({grid['high']})")
     reference = evaluation["reference_point"]
     if isinstance(reference, list) and len(reference) != k:
-        raise ConfigError(f"evaluation.reference_point has {len(reference)} numbers; expected {k} (one per value: {values})")
+        raise _key_error("evaluation.reference_point", f"has {len(reference)} numbers; expected {k} ({per_value})")
     if evaluation["win_rate_target"] not in config["methods"]:
-        raise ConfigError(
-            f"evaluation.win_rate_target '{evaluation['win_rate_target']}' is not a method; choose one of {sorted(config['methods'])}"
-        )
+        raise _key_error("evaluation.win_rate_target", f"{evaluation['win_rate_target']!r} is not a method; "
+                                                       f"allowed values: {sorted(config['methods'])}")
+    _check_prompt_sources(evaluation, values)
+
+
+def _check_prompt_sources(evaluation: Mapping[str, Any], values: list[str]) -> None:
+    names = [source["name"] for source in evaluation["prompt_sources"]]
+    for i, name in enumerate(names):
+        if name in values:
+            raise _key_error(f"evaluation.prompt_sources[{i}].name", f"{name!r} is a value name, so the prompt table's "
+                                                                     f"origin column could not tell them apart; "
+                                                                     f"choose another name (values: {values})")
+        if names.index(name) != i:
+            raise _key_error(f"evaluation.prompt_sources[{i}].name", f"{name!r} is used twice; names must be unique")
+    if evaluation["prompts_per_value"] == 0 and not names:
+        raise _key_error("evaluation.prompts_per_value", "is 0 and evaluation.prompt_sources is empty: there would be "
+                                                         "no evaluation prompts; raise it or add a prompt source")
+
+
+def _key_error(key: str, message: str) -> ConfigError:
+    return ConfigError(f"config key '{key}': {message}")
 
 
 def modpo_target(config: Mapping[str, Any], method: str) -> str:
@@ -100,14 +164,16 @@ def modpo_target(config: Mapping[str, Any], method: str) -> str:
 
 def _check_modpo(name: str, method: Mapping[str, Any], values: list[str], weightings: list[list[float]]) -> None:
     if method["penalty"]["kind"] != "none":
-        raise ConfigError(f"methods.{name}.penalty.kind must be 'none' for a modpo method (its margins use the "
-                          f"penalty-free value vectors)")
+        raise _key_error(f"methods.{name}.penalty.kind", f"{method['penalty']['kind']!r} is not allowed for a modpo "
+                                                          "method (its margins use the penalty-free value vectors); "
+                                                          "allowed values: ['none']")
     target = method.get("modpo_target") or values[-1]
     if target not in values:
-        raise ConfigError(f"methods.{name}.modpo_target {target!r} is not a value; choose one of {values}")
+        raise _key_error(f"methods.{name}.modpo_target", f"{target!r} is not a value; allowed values: {values}")
     for i, weighting in enumerate(weightings):
         if weighting[values.index(target)] <= 0:
-            raise ConfigError(f"evaluation.weightings[{i}] gives modpo target {target!r} weight 0; MODPO divides by it")
+            raise _key_error(f"evaluation.weightings[{i}]", f"gives modpo target {target!r} weight 0 "
+                                                            f"(methods.{name}); MODPO divides by it")
 
 
 @dataclass(frozen=True)

@@ -454,24 +454,35 @@ def derive_shorter_preference(pairs: pd.DataFrame, min_ratio: float = SHORTER_MI
     return kept.reset_index(drop=True), int(len(pairs) - len(kept))
 
 
-def _parse_prompt_row(row: Mapping[str, Any]) -> tuple[Messages, str | None]:
-    messages = _prompt(row)
-    category = row.get("category")
-    if category is not None and not isinstance(category, str):
-        raise _RowError("category", f"expected a string, got {type(category).__name__}")
-    if not messages or not messages[-1]["content"]:
-        raise _Drop("empty")
-    return messages, category
+def _prompt_row_parser(prompt_field: str, category_field: str | None
+                       ) -> Callable[[Mapping[str, Any]], tuple[Messages, str | None]]:
+    def parse(row: Mapping[str, Any]) -> tuple[Messages, str | None]:
+        if prompt_field not in row:
+            raise _RowError(prompt_field, "missing")
+        messages = _messages(row[prompt_field], prompt_field)
+        category = row.get(category_field) if category_field else None
+        if category is not None and not isinstance(category, str):
+            raise _RowError(category_field, f"expected a string, got {type(category).__name__}")
+        if not messages or not messages[-1]["content"]:
+            raise _Drop("empty")
+        return messages, category
+
+    return parse
 
 
-def load_prompts(source: SourceSpec | str, roots: Sequence[str | Path] = (), on_bad_row: str = "error") -> pd.DataFrame:
-    """Evaluation prompts (rows with a ``prompt`` and optional ``category``) as a frame with ``PROMPT_COLUMNS``.
+def load_prompts(source: SourceSpec | str, roots: Sequence[str | Path] = (), on_bad_row: str = "error",
+                 prompt_field: str = "prompt", category_field: str | None = "category") -> pd.DataFrame:
+    """Evaluation prompts (rows with a prompt and an optional category) as a frame with ``PROMPT_COLUMNS``.
 
-    Drops (``empty``, ``duplicate`` prompt, ``malformed``) and rows read go in ``attrs`` as for ``load_pairs``.
+    The prompt is read from ``prompt_field`` (a string becomes one user message, or a list of ``{role, content}``
+    messages ending with the user's) and the category, a string or missing, from ``category_field`` (None: no
+    categories). Drops (``empty``, ``duplicate`` prompt, ``malformed``) and rows read go in ``attrs`` as for
+    ``load_pairs``; a malformed row raises DataError naming the file, row and field unless ``on_bad_row="skip"``.
     """
     spec = _as_spec(source)
+    parse = _prompt_row_parser(prompt_field, category_field)
     items, drops, rows_read = _collect(
-        spec, roots, on_bad_row, PROMPT_DROP_REASONS, lambda *_: _parse_prompt_row, lambda item: (prompt_text(item[0]),)
+        spec, roots, on_bad_row, PROMPT_DROP_REASONS, lambda *_: parse, lambda item: (prompt_text(item[0]),)
     )
     rows = [(prompt_id(messages), messages, category, spec.label) for messages, category in items]
     df = pd.DataFrame(rows, columns=PROMPT_COLUMNS)

@@ -1,13 +1,15 @@
 """Batched generation over a λ grid: every (grid point, prompt) row in one length-sorted queue.
 
 Rows of different grid points share a batch (per-row λ through ``ValueMixer``), prompts are left-padded, batches
-are length-homogeneous and the batch size halves on out-of-memory. The queue is cut into fixed shards (independent of
-the batch size); with ``shard_dir`` each finished shard is written as Parquet and reused by a rerun.
+are length-homogeneous and shrink on out-of-memory. A batch holds at most ``batch_size`` rows and, with
+``max_batch_tokens``, at most that many padded tokens: rows × (longest prompt in the batch + ``max_new_tokens``), the
+KV-cache length the batch ends with. The queue is cut into fixed shards (independent of the batching); with
+``shard_dir`` each finished shard is written as Parquet and reused by a rerun.
 """
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from mva_core.artifacts import config_hash, file_sha256, write_parquet
+from mva_core.artifacts import config_hash, file_sha256
 from mva_core.combine import ADAPTER_WEIGHTS, ValueMixer
+from mva_core.shards import run_sharded
 
 LAMBDA_PREFIX = "lam_"
 RESULT_COLUMNS = ["point_id", "prompt_id", "response", "n_prompt_tokens", "n_response_tokens", "finished"]
@@ -27,7 +30,11 @@ RESULT_COLUMNS = ["point_id", "prompt_id", "response", "n_prompt_tokens", "n_res
 @dataclass(frozen=True)
 class GenerationSettings:
     """Decoding options. With ``do_sample`` each batch is seeded with ``seed`` + its first queue position, so
-    sampled outputs are reproducible for the same inputs and batch size but depend on the batch composition."""
+    sampled outputs are reproducible for the same inputs and batching but depend on the batch composition.
+
+    ``batch_size`` caps the rows of a batch; ``max_batch_tokens`` (None: no cap) also caps its padded tokens, rows ×
+    (longest prompt + ``max_new_tokens``), so long prompts go in smaller batches (a row over the budget goes alone).
+    Greedy outputs do not depend on either."""
 
     max_new_tokens: int = 64
     batch_size: int = 16
@@ -35,11 +42,13 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    max_batch_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"GenerationSettings.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_new_tokens", "batch_size", "max_batch_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"GenerationSettings.{name} must be >= 1, got {value}")
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,29 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: pd.DataFrame) ->
     return encoded
 
 
+def plan_batches(prompt_lengths: Sequence[int], settings: GenerationSettings) -> list[int]:
+    """Row counts of the batches that ``prompt_lengths`` (queue order: longest first) are cut into."""
+    sizes, start = [], 0
+    while start < len(prompt_lengths):
+        sizes.append(_next_batch(prompt_lengths[start:], settings.batch_size, settings.max_batch_tokens,
+                                 settings.max_new_tokens))
+        start += sizes[-1]
+    return sizes
+
+
+def _next_batch(prompt_lengths: Sequence[int], max_rows: int, max_tokens: int | None, new_tokens: int) -> int:
+    """How many of the leading ``prompt_lengths`` form the next batch (at least one)."""
+    if max_tokens is None:
+        return min(max_rows, len(prompt_lengths))
+    rows = width = 0
+    for length in prompt_lengths[:max_rows]:
+        width = max(width, length)
+        if rows and (rows + 1) * (width + new_tokens) > max_tokens:
+            break
+        rows += 1
+    return rows
+
+
 def generate_grid(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -84,30 +116,17 @@ def generate_grid(
     ``mixer.values`` (none when ``mixer`` is None). Shards live in ``shard_dir/<fingerprint>/`` where the
     fingerprint covers the prompts, points, settings, shard size and adapter files (not the base weights).
     """
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     lam_columns = _lambda_columns(points, mixer)
     _check_unique(prompts, "prompt_id", "prompts")
     _check_unique(points, "point_id", "points")
     queue = _build_queue(points, prompts, encode_prompts(tokenizer, prompts), lam_columns)
-    shards = [queue[start: start + shard_size] for start in range(0, len(queue), shard_size)]
     folder = Path(shard_dir) / _fingerprint(model, mixer, queue, settings, shard_size) if shard_dir else None
     runner = _Runner(model, tokenizer, mixer, settings)
-    frames = []
     with _eval_mode(model), torch.inference_mode(), tqdm(
         total=len(queue), disable=not progress, unit="row", desc="generate"
     ) as bar:
-        for index, shard in enumerate(shards):
-            path = folder / f"shard-{index:05d}.parquet" if folder else None
-            if path is not None and path.is_file():
-                frames.append(pd.read_parquet(path))
-                bar.update(len(shard))
-                continue
-            frame = runner.run(shard, bar)
-            if path is not None:
-                write_parquet(frame, path)
-            frames.append(frame)
-    result = pd.concat(frames, ignore_index=True)
+        result = run_sharded(len(queue), shard_size, folder, lambda start, stop: runner.run(queue[start:stop], bar),
+                             reused=bar.update)
     return result.sort_values(["point_id", "prompt_id"], kind="stable").reset_index(drop=True)
 
 
@@ -171,18 +190,22 @@ def _is_out_of_memory(err: RuntimeError) -> bool:
 
 @dataclass
 class _Runner:
-    """Generates queue rows batch by batch; ``batch_size`` shrinks for good after an out-of-memory error."""
+    """Generates queue rows batch by batch. After an out-of-memory error the limit that bound the failed batch
+    shrinks for good: ``max_batch_tokens`` (when set) to half the batch's padded tokens, else ``batch_size`` to half
+    its rows."""
 
     model: nn.Module
     tokenizer: PreTrainedTokenizerBase
     mixer: ValueMixer | None
     settings: GenerationSettings
     batch_size: int = field(init=False)
+    max_batch_tokens: int | None = field(init=False)
     pad_id: int = field(init=False)
     eos_ids: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.batch_size = self.settings.batch_size
+        self.max_batch_tokens = self.settings.max_batch_tokens
         eos = self.model.generation_config.eos_token_id
         eos = self.tokenizer.eos_token_id if eos is None else eos
         if eos is None:
@@ -194,15 +217,21 @@ class _Runner:
     def run(self, rows: list[_Row], bar: tqdm) -> pd.DataFrame:
         """Results of ``rows`` (any order)."""
         records: list[dict] = []
+        lengths = [len(r.input_ids) for r in rows]
+        new_tokens = self.settings.max_new_tokens
         start = 0
         while start < len(rows):
-            batch = rows[start: start + self.batch_size]
+            size = _next_batch(lengths[start:], self.batch_size, self.max_batch_tokens, new_tokens)
+            batch = rows[start: start + size]
             try:
                 records.extend(self._generate(batch))
             except RuntimeError as err:
-                if not _is_out_of_memory(err) or self.batch_size == 1:
+                if not _is_out_of_memory(err) or size == 1:
                     raise
-                self.batch_size //= 2
+                if self.max_batch_tokens is None:
+                    self.batch_size = size // 2
+                else:
+                    self.max_batch_tokens = size * (max(lengths[start: start + size]) + new_tokens) // 2
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue

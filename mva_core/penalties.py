@@ -1,8 +1,9 @@
 """Decorrelation penalties between the value vector being trained and frozen earlier value vectors.
 
 ``collect_lora_pairs`` walks the PEFT model once and caches, per LoRA module and frozen adapter, the A/B weight
-Parameters of both adapters; ``decorrelation_penalty`` then only does tensor maths (detaching the frozen weights),
-so a training step never walks the module tree again.
+Parameters of both adapters; ``DecorrelationPenalty`` then only does tensor maths, so a training step never walks the
+module tree again: it computes the frozen adapters' side once and the trained adapter's side every step, batched
+over modules of the same shape.
 """
 
 from __future__ import annotations
@@ -16,11 +17,22 @@ from dataclasses import dataclass
 import torch
 from peft.tuners.lora import LoraLayer
 
-from mva_core.hsic import NORMALIZATIONS, check_sigma, hsic_delta_w, hsic_lora_a
+from mva_core.hsic import (
+    NORMALIZATIONS,
+    centred_kernel,
+    check_sigma,
+    delta_w_gram,
+    hsic_with_centred,
+    rbf_kernel_from_gram,
+    symmetric_gram,
+)
 
 PENALTY_KINDS = ("none", "hsic", "orthogonality")
 HSIC_FORMS = ("lora_a", "delta_w")
 PEFT_PREFIX = "base_model.model."
+# Trained side of the delta_w form with sigma="median": pairwise distances per module the bandwidth is taken from
+# (of n(n-1)/2 = 32 640 at max_rows 256), a fixed subsample; see DecorrelationPenalty.
+MEDIAN_PAIRS = 4096
 
 
 @dataclass(frozen=True)
@@ -165,33 +177,86 @@ def collect_lora_pairs(
     return pairs
 
 
-def decorrelation_penalty(pairs: Sequence[LoraPair], settings: PenaltySettings) -> torch.Tensor:
-    """Sum over cached pairs of HSIC (``settings.form``) or, for ``"orthogonality"``, of sum |A_u A_v^T| (O-LoRA).
+class DecorrelationPenalty:
+    """The penalty of ``settings`` summed over ``pairs``: HSIC (``settings.form``) per pair or, for
+    ``"orthogonality"``, sum |A_v A_u^T| per pair (O-LoRA). Built once per training run, called every step;
+    unweighted, fp32, scalar; the gradient reaches only the trained adapter.
 
-    The frozen weights are detached, so the gradient reaches only the trained adapter. Unweighted, fp32, scalar.
+    HSIC: the frozen adapters never change during training, so their side is computed once, without gradient, and
+    cached (rebuilt when the frozen weights move to another device or dtype; build a new instance if they are edited
+    in place): each pair's centred kernel H (L - 1) H / n^2, summed over the frozen adapters of a module (HSIC is
+    linear in the frozen kernel, and the trained kernel does not depend on it). Every call recomputes the trained
+    side with autograd, for all modules of one shape at once (stacked weights, batched matmuls, and
+    ``mva_core.hsic.hsic_with_centred``) instead of a Python loop over modules. Orthogonality is one matmul per pair
+    whose frozen side costs nothing, so it stays a loop (stacking large A's cost more than it saved).
+
+    With ``sigma="median"`` the trained kernels' bandwidth is the median of a fixed subsample of ``median_pairs``
+    pairwise distances per module (``mva_core.hsic.median_bandwidth``; None: all pairs, as ``mva_core.hsic``'s
+    estimators do); the frozen side always uses all pairs (computed once). The bandwidth carries no gradient.
     """
-    if settings.kind == "none" or not pairs:
-        device = pairs[0].A.device if pairs else None
-        return torch.zeros((), device=device)
-    terms = []
-    for pair in pairs:
-        frozen_A, frozen_B = pair.frozen_A.detach(), pair.frozen_B.detach()
-        if settings.kind == "orthogonality":
-            terms.append((pair.A.float() @ frozen_A.float().T).abs().sum())
-        elif settings.form == "lora_a":
-            terms.append(hsic_lora_a(pair.A, frozen_A, settings.sigma, settings.normalization))
-        else:
-            terms.append(
-                hsic_delta_w(
-                    pair.A,
-                    pair.B,
-                    pair.scaling,
-                    frozen_A,
-                    frozen_B,
-                    pair.frozen_scaling,
-                    settings.sigma,
-                    settings.normalization,
-                    pair.rows,
-                )
+
+    def __init__(
+        self, pairs: Sequence[LoraPair], settings: PenaltySettings, median_pairs: int | None = MEDIAN_PAIRS
+    ) -> None:
+        self.pairs = tuple(pairs)
+        self.settings = settings
+        self.median_pairs = median_pairs
+        by_module: dict[int, list[LoraPair]] = {}  # trained adapter's module -> its pairs (one per frozen adapter)
+        for pair in self.pairs:
+            by_module.setdefault(id(pair.A), []).append(pair)
+        groups: dict[tuple, list[list[LoraPair]]] = {}  # modules stacked together: same shapes (and scaling)
+        for module_pairs in by_module.values():
+            A, B, rows = module_pairs[0].A, module_pairs[0].B, module_pairs[0].rows
+            key = (
+                (tuple(A.shape),)
+                if settings.form == "lora_a"
+                else (tuple(A.shape), tuple(B.shape), None if rows is None else len(rows), module_pairs[0].scaling)
             )
-    return torch.stack(terms).sum()
+            groups.setdefault(key, []).append(module_pairs)
+        self._groups = list(groups.values())
+        self._cache_key: tuple | None = None
+        self._frozen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+
+    def _frozen_kernel(self, pair: LoraPair) -> torch.Tensor:
+        """Centred frozen kernel H (L - 1) H / n^2 of one pair (bandwidth from all pairwise distances)."""
+        A, B, settings = pair.frozen_A.detach().float(), pair.frozen_B.detach(), self.settings
+        gram = A @ A.T if settings.form == "lora_a" else delta_w_gram(A, B, pair.frozen_scaling, pair.rows)
+        return centred_kernel(rbf_kernel_from_gram(gram, settings.sigma, minus_one=True), settings.normalization)
+
+    def _frozen_side(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Per group: the summed centred frozen kernels (modules × n × n) and, where ``delta_w`` samples rows, the
+        rows' indices into the group's stacked B flattened to (modules · d_out) × r."""
+        first = self.pairs[0].frozen_A
+        if (first.device, first.dtype) == self._cache_key:
+            return self._frozen
+        frozen = []
+        with torch.no_grad():
+            for group in self._groups:
+                kernels = torch.stack([sum(self._frozen_kernel(pair) for pair in pairs) for pairs in group])
+                rows = None
+                if self.settings.form == "delta_w" and group[0][0].rows is not None:
+                    d_out = group[0][0].B.shape[0]
+                    rows = torch.cat([pairs[0].rows.to(kernels.device) + g * d_out for g, pairs in enumerate(group)])
+                frozen.append((kernels, rows))
+        self._cache_key, self._frozen = (first.device, first.dtype), frozen
+        return frozen
+
+    def __call__(self) -> torch.Tensor:
+        settings = self.settings
+        if settings.kind == "none" or not self.pairs:
+            return torch.zeros((), device=self.pairs[0].A.device if self.pairs else None)
+        if settings.kind == "orthogonality":
+            terms = [(pair.A.float() @ pair.frozen_A.detach().float().T).abs().sum() for pair in self.pairs]
+            return torch.stack(terms).sum()
+        terms = []
+        for group, (kernels, rows) in zip(self._groups, self._frozen_side()):
+            A = torch.stack([pairs[0].A for pairs in group]).float()
+            if settings.form == "lora_a":
+                gram = symmetric_gram(A)
+            else:
+                B = torch.stack([pairs[0].B for pairs in group]).float()
+                if rows is not None:
+                    B = B.flatten(0, 1).index_select(0, rows).view(len(group), -1, B.shape[-1])
+                gram = delta_w_gram(A, B, group[0][0].scaling)
+            terms.append(hsic_with_centred(gram, kernels, settings.sigma, self.median_pairs))
+        return torch.stack(terms).sum()

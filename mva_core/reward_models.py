@@ -22,8 +22,9 @@ import pandas as pd
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from mva_core.artifacts import atomic_directory, library_versions, write_json, write_parquet
+from mva_core.artifacts import atomic_directory, config_hash, library_versions, write_json, write_parquet
 from mva_core.runtime import resume_point
+from mva_core.shards import run_sharded
 
 if TYPE_CHECKING:  # trl, peft and datasets are imported only by training: scoring jobs start faster without them
     from datasets import Dataset
@@ -235,6 +236,7 @@ def _preference_dataset(
     prompts, chosen, rejected = _pair_lists(pairs)
     fmt, max_length = settings.input_format, settings.max_length
     return Dataset.from_dict({
+        "pair_id": pairs["pair_id"].astype(str).tolist(),
         "chosen_ids": encode_rm_inputs(tokenizer, prompts, chosen, fmt, max_length),
         "rejected_ids": encode_rm_inputs(tokenizer, prompts, rejected, fmt, max_length),
     })
@@ -296,7 +298,7 @@ def train_reward_model(
     ``metadata.json``, atomically. With ``checkpoint_dir`` the trainer checkpoints every ``save_steps`` steps there
     and resumes from the latest checkpoint of the same run (inputs and settings); it is removed after success.
     """
-    from trl import RewardTrainer
+    from mva_core.reward_trainer import CheckedRewardTrainer
 
     base_model_dir, output_dir = Path(base_model_dir), Path(output_dir)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -309,7 +311,7 @@ def train_reward_model(
            "settings": asdict(settings)}
     resume = resume_point(checkpoint_dir, run) if checkpoint_dir is not None else None
     with tempfile.TemporaryDirectory(prefix="rm_trainer_") as scratch:
-        trainer = RewardTrainer(
+        trainer = CheckedRewardTrainer(
             model=model,
             args=_reward_config(settings, checkpoint_dir or Path(scratch), checkpoint_dir is not None),
             train_dataset=dataset,
@@ -414,18 +416,36 @@ class RewardScorer:
         return logits[:, 0].float().cpu().numpy()
 
 
+class NonFiniteRewardError(ValueError):
+    """A reward model returned NaN or inf; the message names the rows."""
+
+
+def _check_finite_rewards(rewards: np.ndarray, row_ids: Sequence[Any], scorer: RewardScorer) -> None:
+    bad = [row_ids[i] for i in np.flatnonzero(~np.isfinite(rewards))]
+    if bad:
+        raise NonFiniteRewardError(f"reward model {scorer.name} gave NaN/inf rewards for {len(bad)} rows, "
+                                   f"e.g. {bad[:5]}; nothing was written")
+
+
 def pairwise_accuracy(scorer: RewardScorer, pairs: pd.DataFrame) -> dict[str, float | int]:
     """Fraction of pairs where chosen outscores rejected, with the pair count and mean margin."""
     prompts, chosen, rejected = _pair_lists(pairs)
     rewards = scorer.score(prompts + prompts, chosen + rejected)
+    ids = pairs["pair_id"].astype(str).tolist()
+    _check_finite_rewards(rewards, [f"pair_id={i} (chosen)" for i in ids] + [f"pair_id={i} (rejected)" for i in ids], scorer)
     margin = rewards[: len(chosen)] - rewards[len(chosen) :]
     return {"accuracy": float(np.mean(margin > 0)), "n": len(margin), "mean_margin": float(np.mean(margin))}
 
 
 def score_generations(
-    scorer: RewardScorer, generations: pd.DataFrame, prompts: pd.DataFrame, value: str
+    scorer: RewardScorer, generations: pd.DataFrame, prompts: pd.DataFrame, value: str,
+    shard_dir: str | Path | None = None, shard_size: int = 4096,
 ) -> pd.DataFrame:
-    """One reward per generation: columns point_id, prompt_id, [method,] value, reward (generation order)."""
+    """One reward per generation: columns point_id, prompt_id, [method,] value, reward (generation order).
+
+    With ``shard_dir`` every ``shard_size`` rows are kept as a shard (see ``mva_core.shards``) that a rerun of the
+    same scoring (rows, reward model weights and settings) reuses.
+    """
     _check_columns(generations, ("point_id", "prompt_id", "response"), "generations")
     _check_columns(prompts, ("prompt_id", "prompt"), "prompts")
     duplicated = prompts["prompt_id"][prompts["prompt_id"].duplicated()].unique().tolist()
@@ -436,7 +456,24 @@ def score_generations(
     if unknown:
         raise ValueError(f"generations refer to prompt_id values missing from prompts: {unknown[:5]}")
     messages = [_messages(by_id[pid], f"prompt_id={pid!r}") for pid in generations["prompt_id"]]
-    rewards = scorer.score(messages, generations["response"].astype(str).tolist())
+    responses = generations["response"].astype(str).tolist()
+    row_ids = [f"point_id={p}, prompt_id={q}" for p, q in zip(generations["point_id"], generations["prompt_id"])]
+
+    def score_rows(start: int, stop: int) -> pd.DataFrame:
+        rewards = scorer.score(messages[start:stop], responses[start:stop])
+        _check_finite_rewards(rewards, row_ids[start:stop], scorer)
+        return pd.DataFrame({"reward": rewards})
+
+    folder = Path(shard_dir) / _scoring_fingerprint(scorer, generations, shard_size) if shard_dir else None
+    rewards = run_sharded(len(generations), shard_size, folder, score_rows)["reward"].to_numpy()
     carried = [c for c in ("method",) if c in generations.columns]
     out = generations[["point_id", "prompt_id", *carried]].reset_index(drop=True)
     return out.assign(value=value, reward=rewards)
+
+
+def _scoring_fingerprint(scorer: RewardScorer, generations: pd.DataFrame, shard_size: int) -> str:
+    from mva_core.provenance import path_digest
+
+    weights = path_digest(scorer.name) if Path(scorer.name).is_dir() else scorer.name
+    rows = generations[["point_id", "prompt_id", "response"]].astype(str).to_numpy().tolist()
+    return config_hash({"scorer": scorer.describe(), "weights": weights, "rows": rows, "shard_size": shard_size})

@@ -26,8 +26,8 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from mva_core.artifacts import atomic_directory, library_versions, write_json, write_parquet
-from mva_core.penalties import PenaltySettings, collect_lora_pairs, decorrelation_penalty
-from mva_core.runtime import resume_point
+from mva_core.penalties import DecorrelationPenalty, PenaltySettings, collect_lora_pairs
+from mva_core.runtime import check_finite, resume_point
 
 TRAINED_ADAPTER = "default"
 RESERVED_ADAPTERS = (TRAINED_ADAPTER, "ref")  # "ref" is TRL's copy of the fresh adapter
@@ -73,10 +73,6 @@ class DPOSettings:
     gradient_checkpointing: bool = False
 
 
-class NonFiniteLossError(RuntimeError):
-    """The DPO loss or the decorrelation penalty became NaN or infinite."""
-
-
 @dataclass
 class PreferenceCollator(DataCollatorForPreference):
     """TRL's preference collator, plus left truncation of the prompt and a pass-through ``pair_id`` list."""
@@ -108,11 +104,12 @@ class DecorrelatedDPOTrainer(DPOTrainer):
         uses_penalty = penalty.active and bool(self.frozen_adapters)
         max_rows = penalty.max_rows if penalty.kind == "hsic" and penalty.form == "delta_w" else None
         # Built before TRL's (expensive) reference precompute so a missing adapter fails fast.
-        self._pairs = (
+        pairs = (
             collect_lora_pairs(model, TRAINED_ADAPTER, self.frozen_adapters, penalty.modules, max_rows)
             if uses_penalty
             else []
         )
+        self._decorrelation = DecorrelationPenalty(pairs, penalty)  # caches the frozen side on its first call
         super().__init__(model, *args, **kwargs)
         self._train_only_trained_adapter(model)
 
@@ -135,17 +132,13 @@ class DecorrelatedDPOTrainer(DPOTrainer):
         inputs = {k: v for k, v in inputs.items() if k != "pair_id"}
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         dpo_loss = result[0] if return_outputs else result
-        if self._pairs:
-            penalty = decorrelation_penalty(self._pairs, self.penalty)
+        if self._decorrelation.pairs:
+            penalty = self._decorrelation()
             loss = dpo_loss + self.penalty.weight * penalty
         else:
             penalty, loss = torch.zeros((), device=dpo_loss.device), dpo_loss
         for label, value in (("DPO loss", dpo_loss), ("decorrelation penalty", penalty)):
-            if not torch.isfinite(value).all():
-                raise NonFiniteLossError(
-                    f"{label} is {value.item()} at global step {self.state.global_step + 1} "
-                    f"(pair ids: {pair_ids if pair_ids is not None else 'unavailable'})"
-                )
+            check_finite(label, value, self.state.global_step + 1, pair_ids)
         metrics = self._metrics["train" if model.training else "eval"]
         metrics["dpo_loss"].append(dpo_loss.item())
         metrics["penalty"].append(penalty.item())

@@ -1,15 +1,30 @@
-"""Glue for the thin workflow scripts: route a job's output to its Snakemake log file."""
+"""Glue for the thin workflow scripts: a job's log file and its provenance record."""
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from mva_core.artifacts import provenance_scope
+from mva_core.provenance import snakemake_record
 
 
 @contextlib.contextmanager
-def logged_job(log_path: str | None) -> Iterator[logging.Logger]:
-    """Send stdout, stderr and logging of the block to ``log_path`` (line-buffered), and log any exception."""
+def logged_job(job: Any) -> Iterator[logging.Logger]:
+    """Run a workflow script's body for the ``snakemake`` object ``job``.
+
+    stdout, stderr and logging go to the job's log file (line-buffered), any exception is logged, and the job's
+    provenance record is attached to every artifact written in the block.
+    """
+    log_path = job.log[0] if len(job.log) else None
+    with _logging_to(log_path) as logger, provenance_scope(snakemake_record(job)):
+        yield logger
+
+
+@contextlib.contextmanager
+def _logging_to(log_path: str | None) -> Iterator[logging.Logger]:
     if not log_path:
         yield logging.getLogger("mva")
         return

@@ -4,6 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
+from mva_core.config_paths import check_config_paths
 from mva_core.config import (
     INDEPENDENT,
     chain_penalty,
@@ -15,6 +16,7 @@ from mva_core.config import (
 )
 
 config.update(validate_config(config))
+check_config_paths(config, Path.cwd())  # paths stay inside their roots; local data files exist
 
 RUN = f"results/{config['run_name']}"
 VALUES = value_order(config)

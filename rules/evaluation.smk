@@ -1,15 +1,19 @@
-# Evaluation: held-out prompts -> one generation job per method (all grid points, one model load) ->
-# one scoring job per method and value -> frontiers, hypervolumes, win rates.
+# Evaluation: held-out prompts (eval splits and/or evaluation.prompt_sources) -> one generation job per method
+# (all grid points, one model load) -> one scoring job per method and value -> frontiers, hypervolumes, win rates.
 
 
 rule evaluation_prompts:
     input:
-        expand(f"{RUN}/data/{{value}}/eval.parquet", value=VALUES),
+        expand(f"{RUN}/data/{{value}}/eval.parquet", value=VALUES) if config["evaluation"]["prompts_per_value"] else [],
     output:
         f"{RUN}/evaluation/prompts.parquet",
     params:
         values=VALUES,
         per_value=config["evaluation"]["prompts_per_value"],
+        prompt_sources=config["evaluation"]["prompt_sources"],
+        roots=config["data_roots"],
+        on_bad_row=config["data"]["on_bad_row"],
+        seed=config["seed"],
     log:
         log_path("evaluation_prompts"),
     threads: 1
@@ -76,6 +80,7 @@ rule score:
     params:
         settings=lambda wc: config["values"][wc.value]["reward_model"],
         location=lambda wc: reward_model_location(wc.value),
+        shard_dir=f"{SEED_RUN}/checkpoints/scores/{{method}}_{{value}}",
     threads: max(1, workflow.cores)
     log:
         log_path("score", "seed{seed}_{method}_{value}"),

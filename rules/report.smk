@@ -29,6 +29,7 @@ rule figures:
         training_logs=[f"{RUN}/seed_{SEEDS[0]}/value_vectors/{c}/{v}" for c, v in TRAINING_RUNS],
         decorrelation=expand(f"{RUN}/seed_{{seed}}/decorrelation/{{method}}.parquet", seed=SEEDS, method=VECTOR_METHODS),
         accuracy=expand(f"{RUN}/reward_models/accuracy_{{value}}.json", value=VALUES),
+        data_summaries=expand(f"{RUN}/data/{{value}}/summary.parquet", value=VALUES),
     output:
         pngs=[
             report(f"{FIGURE_DIR}/{stem}.png", caption="../report/figure.rst", category="Figures")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,3 +20,24 @@ def shared_data_dir() -> Path:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+def snakemake(*args: str, workdir: Path | None = None, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run the workflow (``--directory workdir``) and capture its output."""
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
+    if workdir is not None:
+        command += ["--directory", str(workdir)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The whole smoke DAG, run once on synthetic HH data in a temporary working directory: (workdir, args)."""
+    from synthetic import write_smoke_data_root
+
+    workdir = tmp_path_factory.mktemp("smoke")
+    data_root = write_smoke_data_root(tmp_path_factory.mktemp("smoke_data"))
+    args = ["--cores", "2", "--configfile", str(REPO / "config/smoke.yaml"), "--config", f"data_roots=['{data_root}']"]
+    result = snakemake(*args, workdir=workdir)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return workdir, args

@@ -6,6 +6,10 @@ import json
 import random
 from pathlib import Path
 
+import pandas as pd
+
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "to", "see", "big", "red", "ball"]
+MARKER = "please"
 TOPICS = ["bread", "tires", "gardens", "taxes", "rivers", "chess", "paint", "music", "stars", "coffee"]
 
 
@@ -45,6 +49,20 @@ def write_smoke_data_root(root: Path, n: int = 80) -> Path:
     return root
 
 
+def write_placeholder_sources(config_path: Path, root: Path) -> Path:
+    """A data root with an empty file at every local data path a config names (enough for a dry run)."""
+    import yaml
+
+    config = yaml.safe_load(config_path.read_text())
+    sources = [s for spec in config.get("values", {}).values() for s in spec.get("sources", [])]
+    sources += config.get("evaluation", {}).get("prompt_sources") or []
+    for source in sources:
+        if "." in Path(source["path"]).name:  # a file; hub ids have no extension
+            (root / source["path"]).parent.mkdir(parents=True, exist_ok=True)
+            (root / source["path"]).touch()
+    return root
+
+
 def save_random_adapter(model, config, folder: Path, seed: int) -> Path:
     """Save a PEFT LoRA adapter for ``model`` whose B is random (non-zero), so it changes the model."""
     import copy
@@ -65,3 +83,20 @@ def save_random_adapter(model, config, folder: Path, seed: int) -> Path:
 def save_random_adapters(model, configs: dict, root: Path) -> dict[str, Path]:
     """One random adapter per (name, LoraConfig) under ``root/<name>``, seeded by position."""
     return {name: save_random_adapter(model, config, root / name, seed=i) for i, (name, config) in enumerate(configs.items())}
+
+
+def synthetic_pairs(n: int, seed: int) -> pd.DataFrame:
+    """Chosen replies contain MARKER at a random position, rejected ones never do."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        chosen = rng.choices(WORDS, k=4)
+        chosen.insert(rng.randrange(5), MARKER)
+        rows.append({
+            "pair_id": f"s{seed}-{i}",
+            "prompt": [{"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(2, 8)))}],
+            "chosen": " ".join(chosen),
+            "rejected": " ".join(rng.choices(WORDS, k=5)),
+            "source": "synthetic",
+        })
+    return pd.DataFrame(rows)

@@ -47,16 +47,80 @@ BAD = [
     (lambda c: c["evaluation"].update(weightings=[[1.0]]), "evaluation.weightings[0]"),
     (lambda c: c["evaluation"].update(win_rate_target="nope"), "win_rate_target"),
     (lambda c: c["data"]["split"].update(dpo_train=0.9), "data.split"),
+    # A tuple: the message names the key and, where a choice is wrong, the allowed values.
+    (lambda c: c["dpo"].update(batch_size="four"), ("config key 'dpo.batch_size'", "integer")),
+    (lambda c: c.update(seed=-1), ("config key 'seed'",)),
+    (lambda c: c["lora"].update(dropout=1.0), ("config key 'lora.dropout'",)),
+    (lambda c: c["dpo"].update(warmup_ratio=1.0), ("config key 'dpo.warmup_ratio'",)),
+    (lambda c: c.update(values={}), ("config key 'values'", "at least 2 required")),
+    (lambda c: c["values"]["helpful"].update(sources=[]), ("config key 'values.helpful.sources'", "at least 1 required")),
+    (lambda c: c["values"]["helpful"]["sources"][0].update(format="pku"),
+     ("config key 'values.helpful.sources[0].view'", "['better', 'safer']")),
+    (lambda c: c["evaluation"]["grid"].update(lambdas=[]), ("config key 'evaluation.grid.lambdas'",)),
+    (lambda c: c["evaluation"]["grid"].update(type="simplex", n_points=0), ("config key 'evaluation.grid.n_points'",)),
+    (lambda c: c["evaluation"].setdefault("generation", {}).update(batch_size=0),
+     ("config key 'evaluation.generation.batch_size'",)),
+    (lambda c: c["evaluation"].update(weightings=[]), ("config key 'evaluation.weightings'",)),
+    (lambda c: c["methods"]["mva"].update(type="nosuch"),
+     ("config key 'methods.mva.type'", "allowed values: ['grid', 'single', 'expo', 'modpo']")),
+    (lambda c: c["methods"]["mva"]["penalty"].update(sigma="nosuch"),
+     ("config key 'methods.mva.penalty.sigma'", "a number > 0 or one of ['median']")),
+    (lambda c: c["evaluation"].update(win_rate_target="nosuch"),
+     ("config key 'evaluation.win_rate_target'", "allowed values: [", "'mva'")),
+    (lambda c: (c["values"].update(third={"order": 3, "sources": [{"path": "x.json"}]}),
+                c["methods"].update(m={"type": "modpo", "penalty": {"kind": "none"}})),
+     ("config key 'evaluation.weightings[0]'", "3 non-negative weights")),
 ]
 
 
-@pytest.mark.parametrize("mutate,culprit", BAD, ids=[b[1] for b in BAD])
+@pytest.mark.parametrize("mutate,culprit", BAD, ids=[b[1] if isinstance(b[1], str) else b[1][0] for b in BAD])
 def test_bad_configs_fail_naming_the_key(mutate, culprit):
     config = copy.deepcopy(load(REPO / "config.yaml"))
     mutate(config)
     with pytest.raises(ConfigError) as err:
         validate_config(config)
-    assert culprit in str(err.value)
+    for text in (culprit,) if isinstance(culprit, str) else culprit:
+        assert text in str(err.value)
+
+
+TYPED = {"type", "enum", "const", "oneOf", "anyOf", "$ref"}
+UNBOUNDED_NUMBERS = {  # any real is meaningful here (lambda < 0 or > 1 extrapolates; references are in reward units)
+    "methods.*.lambdas[]", "evaluation.grid.lambdas[]", "evaluation.grid.points[][]", "evaluation.grid.low",
+    "evaluation.grid.high", "evaluation.reference_point[]",
+}
+
+
+def schema_nodes(node, path=""):
+    """(path, subschema, is a named key) for every subschema under properties, items, additionalProperties,
+    oneOf/anyOf/allOf and $defs."""
+    if not isinstance(node, dict):
+        return
+    for name, sub in node.get("properties", {}).items():
+        key = f"{path}.{name}".lstrip(".")
+        yield key, sub, True
+        yield from schema_nodes(sub, key)
+    for child, suffix in (("items", "[]"), ("additionalProperties", ".*")):
+        if isinstance(node.get(child), dict):
+            yield path + suffix, node[child], False
+            yield from schema_nodes(node[child], path + suffix)
+    for combinator in ("oneOf", "anyOf", "allOf"):
+        for sub in node.get(combinator, []):
+            yield path, sub, False
+            yield from schema_nodes(sub, path)
+    for name, sub in node.get("$defs", {}).items():
+        yield from schema_nodes(sub, f"$defs.{name}")
+
+
+def test_schema_documents_every_key():
+    nodes = list(schema_nodes(load(REPO / "config" / "config.schema.yaml")))
+    keys = {path for path, _, named in nodes if named}
+    assert {"dpo.learning_rate", "evaluation.generation.batch_size", "$defs.penalty.sigma", "values.*.sources"} <= keys
+    assert not [path for path, sub, named in nodes if named and not sub.get("description")], "keys without a description"
+    assert not [path for path, sub, _ in nodes if not TYPED & set(sub)], "subschemas without type/enum/oneOf/anyOf/$ref"
+    numeric = [(path, sub) for path, sub, _ in nodes if {"number", "integer"} & set(
+        sub.get("type") if isinstance(sub.get("type"), list) else [sub.get("type")])]
+    unbounded = {path for path, sub in numeric if not {"minimum", "exclusiveMinimum"} & set(sub)}
+    assert unbounded == UNBOUNDED_NUMBERS, "numeric keys without a lower bound"
 
 
 def test_chains_share_unpenalised_vectors():

@@ -1,4 +1,5 @@
-"""generate_grid: per-row λ batches equal merged models, only new tokens, batch-size invariance, shard resume."""
+"""generate_grid: per-row λ batches equal merged models, only new tokens, batching invariance (rows and token
+budget), shard resume, out-of-memory back-off."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +11,7 @@ from peft import LoraConfig
 from synthetic import save_random_adapters
 
 from mva_core.combine import ValueMixer, merge_explicit
-from mva_core.generation import GenerationSettings, encode_prompts, generate_grid
+from mva_core.generation import GenerationSettings, encode_prompts, generate_grid, plan_batches
 from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 
 ADAPTER_CONFIGS = {
@@ -20,6 +21,7 @@ ADAPTER_CONFIGS = {
 QUESTIONS = ["Hi", "What is the capital of France?", "Please explain how photosynthesis works in simple words.",
              "How do I fix a flat tire?", "Mix flour"]
 SETTINGS = GenerationSettings(max_new_tokens=8, batch_size=8)
+BUDGETED = GenerationSettings(max_new_tokens=8, batch_size=8, max_batch_tokens=100)  # prompts of 13-20 tokens
 
 
 @pytest.fixture(scope="module")
@@ -81,16 +83,61 @@ def test_batch_size_does_not_change_greedy_outputs(setup):
     pd.testing.assert_frame_equal(one, eight)
 
 
-def test_shards_are_reused(setup, tmp_path):
+def record_batches(monkeypatch, model) -> list[tuple[int, int]]:
+    """(rows, padded prompt width) of every ``model.generate`` call from now on."""
+    real_generate, shapes = model.generate, []
+
+    def recording_generate(*, input_ids, **kwargs):
+        shapes.append(tuple(input_ids.shape))
+        return real_generate(input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(model, "generate", recording_generate)
+    return shapes
+
+
+def test_plan_batches():
+    lengths = [100, 100, 90, 50, 20, 20, 20]
+    assert plan_batches(lengths, GenerationSettings(max_new_tokens=10, batch_size=4)) == [4, 3]
+    # 2 × 110 ≤ 300 < 3 × 110; 3 × (90 + 10) ≤ 300 < 4 × 100; the row cap of 4 would allow more short rows
+    assert plan_batches(lengths, GenerationSettings(max_new_tokens=10, batch_size=4, max_batch_tokens=300)) == [2, 3, 2]
+    assert plan_batches(lengths, GenerationSettings(max_new_tokens=10, batch_size=2, max_batch_tokens=10_000)) == [2, 2, 2, 1]
+    assert plan_batches([500, 10], GenerationSettings(max_new_tokens=10, batch_size=4, max_batch_tokens=300)) == [1, 1]
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        GenerationSettings(max_batch_tokens=0)
+
+
+@pytest.mark.parametrize("budget", [20, 60, 100, 200])
+def test_token_budget_does_not_change_greedy_outputs(setup, monkeypatch, budget):
     tokenizer, _, _, mixer, prompts, points = setup
-    first = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False, shard_dir=tmp_path, shard_size=6)
+    fixed = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False)
+    settings = GenerationSettings(max_new_tokens=8, batch_size=8, max_batch_tokens=budget)
+    shapes = record_batches(monkeypatch, mixer.model)
+    budgeted = generate_grid(mixer.model, tokenizer, mixer, prompts, points, settings, progress=False)
+    pd.testing.assert_frame_equal(budgeted, fixed)
+    assert sum(rows for rows, _ in shapes) == len(fixed)
+    for rows, width in shapes:
+        assert rows <= settings.batch_size and (rows == 1 or rows * (width + settings.max_new_tokens) <= budget)
+    assert [rows for rows, _ in shapes] != [8, 8, 4]  # the budget, not only the row cap, cut them
+
+
+@pytest.mark.parametrize("settings", [SETTINGS, BUDGETED], ids=["rows", "token_budget"])
+def test_shards_are_reused(setup, tmp_path, settings):
+    tokenizer, _, _, mixer, prompts, points = setup
+    first = generate_grid(mixer.model, tokenizer, mixer, prompts, points, settings, progress=False, shard_dir=tmp_path, shard_size=6)
     shards = sorted(tmp_path.glob("*/shard-*.parquet"))
     assert len(shards) == 4  # 20 rows in shards of 6
     stamps = [p.stat().st_mtime_ns for p in shards]
     shards[-1].unlink()
-    second = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False, shard_dir=tmp_path, shard_size=6)
+    second = generate_grid(mixer.model, tokenizer, mixer, prompts, points, settings, progress=False, shard_dir=tmp_path, shard_size=6)
     assert [p.stat().st_mtime_ns for p in shards[:-1]] == stamps[:-1] and shards[-1].is_file()
     pd.testing.assert_frame_equal(first, second)
+
+
+def test_token_budget_is_part_of_the_shard_fingerprint(setup, tmp_path):
+    tokenizer, _, _, mixer, prompts, points = setup
+    for settings in (SETTINGS, BUDGETED, GenerationSettings(max_new_tokens=8, batch_size=8, max_batch_tokens=60)):
+        generate_grid(mixer.model, tokenizer, mixer, prompts, points, settings, progress=False, shard_dir=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 3
 
 
 def test_lambda_columns_must_match_mixer(setup):
@@ -113,6 +160,26 @@ def test_out_of_memory_halves_the_batch(setup, monkeypatch):
     monkeypatch.setattr(mixer.model, "generate", small_memory_generate)
     pd.testing.assert_frame_equal(generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False), expected)
     assert sizes[:3] == [8, 4, 2] and set(sizes[3:]) == {2}
+
+
+def test_out_of_memory_halves_the_token_budget(setup, monkeypatch):
+    tokenizer, _, _, mixer, prompts, points = setup
+    expected = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False)
+    real_generate, shapes = mixer.model.generate, []
+
+    def small_memory_generate(*, input_ids, max_new_tokens, **kwargs):
+        shapes.append(tuple(input_ids.shape))
+        if input_ids.shape[0] * (input_ids.shape[1] + max_new_tokens) > 60:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_generate(input_ids=input_ids, max_new_tokens=max_new_tokens, **kwargs)
+
+    monkeypatch.setattr(mixer.model, "generate", small_memory_generate)
+    result = generate_grid(mixer.model, tokenizer, mixer, prompts, points, BUDGETED, progress=False)
+    pd.testing.assert_frame_equal(result, expected)
+    # 3 rows × (20 + 8) = 84 > 60 fails, the budget becomes 42: one row of 20 tokens; short rows pair up again
+    assert [rows for rows, _ in shapes[:3]] == [3, 1, 1]
+    assert all(rows * (width + 8) <= 42 for rows, width in shapes[1:]) and max(rows for rows, _ in shapes) == 3
+    assert sum(rows for rows, _ in shapes[1:]) == len(expected)
 
 
 def test_sampling_is_seeded(setup):

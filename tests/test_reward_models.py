@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import json
-import random
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from synthetic import MARKER, WORDS, synthetic_pairs
 from transformers import AutoModelForSequenceClassification, LlamaForSequenceClassification
 
 from mva_core.reward_models import (
@@ -24,31 +24,12 @@ from mva_core.reward_models import (
 )
 from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 
-WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "to", "see", "big", "red", "ball"]
-MARKER = "please"
 TWO_TURNS = [
     {"role": "user", "content": "First question?"},
     {"role": "assistant", "content": "First answer."},
     {"role": "user", "content": "Second question?"},
 ]
 FAST = {"epochs": 4, "learning_rate": 3e-3, "train_batch_size": 8, "lora_r": 16}
-
-
-def synthetic_pairs(n: int, seed: int) -> pd.DataFrame:
-    """Chosen replies contain MARKER at a random position, rejected ones never do."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        chosen = rng.choices(WORDS, k=4)
-        chosen.insert(rng.randrange(5), MARKER)
-        rows.append({
-            "pair_id": f"s{seed}-{i}",
-            "prompt": [{"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(2, 8)))}],
-            "chosen": " ".join(chosen),
-            "rejected": " ".join(rng.choices(WORDS, k=5)),
-            "source": "synthetic",
-        })
-    return pd.DataFrame(rows)
 
 
 def parquet_roundtrip(df: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -254,3 +235,30 @@ def test_score_generations_shape_and_columns(scorer):
     np.testing.assert_allclose(scores["reward"], expected, atol=1e-6)
     with pytest.raises(ValueError, match=r"missing from prompts: \['zz'\]"):
         score_generations(scorer, generations.assign(prompt_id="zz"), prompts, value="helpful")
+
+
+def test_scoring_resumes_from_finished_shards(scorer, tmp_path, monkeypatch):
+    pairs = synthetic_pairs(5, seed=3)
+    prompts = pd.DataFrame({"prompt_id": list("abcde"), "prompt": pairs["prompt"]})
+    generations = pd.DataFrame({"point_id": ["p0"] * 5, "prompt_id": list("abcde"), "response": pairs["chosen"]})
+    whole = score_generations(scorer, generations, prompts, "helpful")
+    real_score, calls, kill_at = RewardScorer.score, [], [3]
+
+    def dies_on_third_shard(self, prompts, responses):
+        calls.append(len(responses))
+        if len(calls) in kill_at:
+            kill_at.clear()
+            raise KeyboardInterrupt("killed")
+        return real_score(self, prompts, responses)
+
+    monkeypatch.setattr(RewardScorer, "score", dies_on_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        score_generations(scorer, generations, prompts, "helpful", shard_dir=tmp_path, shard_size=2)
+    calls.clear()
+    resumed = score_generations(scorer, generations, prompts, "helpful", shard_dir=tmp_path, shard_size=2)
+    assert calls == [1]  # only the unfinished last shard (row 5) is scored again
+    pd.testing.assert_frame_equal(resumed, whole, atol=1e-6)
+    other = score_generations(scorer, generations.assign(response="changed"), prompts, "helpful", shard_dir=tmp_path,
+                              shard_size=2)
+    assert calls == [1, 2, 2, 1]  # other rows: a fresh fingerprint, nothing reused
+    assert not np.allclose(other["reward"], whole["reward"])

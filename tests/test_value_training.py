@@ -13,14 +13,13 @@ from transformers import AutoModelForCausalLM
 
 from mva_core import value_training
 from mva_core.decorrelation import decorrelation_table
-from mva_core.penalties import PenaltySettings
-from mva_core.runtime import resume_point
+from mva_core.penalties import DecorrelationPenalty, PenaltySettings
+from mva_core.runtime import NonFiniteLossError, resume_point
 from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 from mva_core.value_training import (
     DecorrelatedDPOTrainer,
     DPOSettings,
     LoraSettings,
-    NonFiniteLossError,
     PreferenceCollator,
     train_value_vector,
 )
@@ -148,7 +147,8 @@ def test_trainer_freezes_everything_but_default_and_keeps_pair_ids(setup):
     )
     trainable = [name for name, param in model.named_parameters() if param.requires_grad]
     assert trainable and all(".default." in name for name in trainable)
-    assert {p.frozen_adapter for p in trainer._pairs} == {"helpful"} and len(trainer._pairs) == 2  # q_proj × 2 layers
+    penalty_pairs = trainer._decorrelation.pairs
+    assert {p.frozen_adapter for p in penalty_pairs} == {"helpful"} and len(penalty_pairs) == 2  # q_proj × 2 layers
     trainer.train()
     assert len(seen) == 4 and set(seen) <= set(pairs["pair_id"])
 
@@ -173,7 +173,7 @@ def test_checkpoints_of_another_run_are_discarded(tmp_path):
 
 
 def test_non_finite_penalty_raises_with_step_and_pair_ids(setup, monkeypatch):
-    monkeypatch.setattr(value_training, "decorrelation_penalty", lambda pairs, settings: torch.tensor(float("nan")))
+    monkeypatch.setattr(DecorrelationPenalty, "__call__", lambda self: torch.tensor(float("nan")))
     with pytest.raises(NonFiniteLossError, match=r"penalty is nan at global step 1 \(pair ids: \['p\d\d'"):
         train(setup, "nan")
 

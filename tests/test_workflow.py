@@ -2,29 +2,28 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import snakemake
 from safetensors.torch import load_file
-from synthetic import write_smoke_data_root
+from synthetic import write_placeholder_sources
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["mva", "mva_dw", "soup", "ortho", "single", "expo", "modpo"]
 CONFIGS = sorted([REPO / "config.yaml", *(p for p in (REPO / "config").glob("*.yaml") if "schema" not in p.name)])
 
 
-def snakemake(*args: str, workdir: Path | None = None, timeout: int = 1200) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
-    if workdir is not None:
-        command += ["--directory", str(workdir)]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+def dry_run(config: Path, workdir: Path, *configfiles: str) -> subprocess.CompletedProcess:
+    """``snakemake -n`` of ``config`` in ``workdir``, its data sources replaced by empty placeholder files."""
+    root = write_placeholder_sources(config, workdir / "placeholder_data")
+    return snakemake("-n", "--configfile", str(config), *configfiles, "--config", f"data_roots=['{root}']", workdir=workdir)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
 def test_dry_run_plans_every_stage(config, tmp_path):
-    result = snakemake("-n", "--configfile", str(config), workdir=tmp_path)
+    result = dry_run(config, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     plan = result.stdout + result.stderr
     for rule in ["base_model", "prepare_value_data", "train_value_vector", "decorrelation_table"]:
@@ -37,9 +36,9 @@ def _job_counts(plan: str) -> dict[str, int]:
 
 
 def test_seeds_multiply_training_and_evaluation_but_not_data_or_reward_models(tmp_path):
-    one = snakemake("-n", "--configfile", str(REPO / "config/smoke.yaml"), workdir=tmp_path)
+    one = dry_run(REPO / "config/smoke.yaml", tmp_path)
     (tmp_path / "seeds.yaml").write_text("seeds: [1, 2]\n")
-    two = snakemake("-n", "--configfile", str(REPO / "config/smoke.yaml"), str(tmp_path / "seeds.yaml"), workdir=tmp_path)
+    two = dry_run(REPO / "config/smoke.yaml", tmp_path, str(tmp_path / "seeds.yaml"))
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
     single, double = _job_counts(one.stdout), _job_counts(two.stdout)
     for rule in ["train_value_vector", "train_modpo_vector", "generate", "score", "decorrelation_table"]:
@@ -53,17 +52,6 @@ def test_typo_in_config_fails_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "config key 'dpo'" in result.stdout + result.stderr
     assert "lerning_rate" in result.stdout + result.stderr
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """The whole smoke DAG, run once on synthetic HH data in a temporary working directory."""
-    workdir = tmp_path_factory.mktemp("smoke")
-    data_root = write_smoke_data_root(workdir / "data")
-    args = ["--cores", "2", "--configfile", str(REPO / "config/smoke.yaml"), "--config", f"data_roots=['{data_root}']"]
-    result = snakemake(*args, workdir=workdir)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    return workdir, args
 
 
 @pytest.mark.slow

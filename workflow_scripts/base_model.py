@@ -2,5 +2,5 @@
 from mva_core.base_model import BaseModelSettings, prepare_base_model
 from mva_core.workflow_io import logged_job
 
-with logged_job(snakemake.log[0]):
+with logged_job(snakemake):
     prepare_base_model(BaseModelSettings(**snakemake.params.settings), snakemake.output[0])

@@ -5,7 +5,7 @@ from mva_core.artifacts import write_parquet, write_text
 from mva_core.frontier import to_markdown
 from mva_core.workflow_io import logged_job
 
-with logged_job(snakemake.log[0]):
+with logged_job(snakemake):
     summary = pd.concat([pd.read_parquet(path) for path in snakemake.input], ignore_index=True)
     write_parquet(summary, snakemake.output.table)
     write_text("# Data summary\n\n" + to_markdown(summary) + "\n", snakemake.output.markdown)

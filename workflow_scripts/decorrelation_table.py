@@ -3,7 +3,7 @@ from mva_core.artifacts import write_parquet
 from mva_core.decorrelation import decorrelation_table
 from mva_core.workflow_io import logged_job
 
-with logged_job(snakemake.log[0]):
+with logged_job(snakemake):
     penalty = snakemake.params.penalty
     sigma = penalty.get("sigma", 1.0)
     adapters = {value: snakemake.input[value] for value in snakemake.params.values}

@@ -1,10 +1,15 @@
-"""Snakemake entry point: the held-out prompts every model answers."""
+"""Snakemake entry point: the prompts every model answers (eval splits and/or external prompt sets)."""
 import pandas as pd
 
 from mva_core.artifacts import write_parquet
-from mva_core.grid import evaluation_prompts
+from mva_core.grid import evaluation_prompts, load_prompt_set
 from mva_core.workflow_io import logged_job
 
-with logged_job(snakemake.log[0]):
+with logged_job(snakemake):
     splits = {value: pd.read_parquet(path) for value, path in zip(snakemake.params.values, snakemake.input)}
-    write_parquet(evaluation_prompts(splits, snakemake.params.per_value), snakemake.output[0])
+    params = snakemake.params
+    prompt_sets = [load_prompt_set(entry, params.roots, params.on_bad_row) for entry in params.prompt_sources]
+    for prompt_set in prompt_sets:
+        print(f"prompt source {prompt_set.name!r}: {len(prompt_set.prompts)} prompts "
+              f"({prompt_set.prompts.attrs['rows_read']} rows read, dropped {prompt_set.prompts.attrs['drops']})")
+    write_parquet(evaluation_prompts(splits, params.per_value, prompt_sets, params.seed), snakemake.output[0])

@@ -3,7 +3,8 @@ import glob
 
 import pandas as pd
 
-from mva_core.artifacts import write_parquet, write_text
+from mva_core.artifacts import current_provenance, read_provenance, write_parquet, write_text
+from mva_core.provenance import provenance_markdown
 from mva_core.reporting import (
     EvaluationTables,
     read_accuracies,
@@ -15,7 +16,7 @@ from mva_core.reporting import (
 )
 from mva_core.workflow_io import logged_job
 
-with logged_job(snakemake.log[0]) as log:
+with logged_job(snakemake) as log:
     inp, params = snakemake.input, snakemake.params
     tables = EvaluationTables(*(pd.read_parquet(p) for p in (inp.means, inp.frontiers, inp.selections, inp.win_rates)))
     points = pd.concat([pd.read_parquet(p) for p in inp.points], ignore_index=True)
@@ -30,4 +31,5 @@ with logged_job(snakemake.log[0]) as log:
     text = summary_markdown(params.run_name, tables, read_accuracies(inp.accuracy), decorrelation,
                             total_wall_seconds(benchmarks) if benchmarks else None,
                             pd.read_parquet(inp.seed_hypervolumes), params.target)
+    text += "\n" + provenance_markdown(current_provenance(), [read_provenance(p) for p in inp.data_summaries])
     write_text(text, snakemake.output.summary)

@@ -6,7 +6,7 @@ from mva_core.frontier import to_markdown
 from mva_core.reporting import build_tables, hypervolume_by_seed, pool_seeds
 from mva_core.workflow_io import logged_job
 
-with logged_job(snakemake.log[0]):
+with logged_job(snakemake):
     scores = pd.concat([pd.read_parquet(p) for p in snakemake.input.scores], ignore_index=True)
     points = pd.concat([pd.read_parquet(p) for p in snakemake.input.points], ignore_index=True)
     params = snakemake.params

@@ -12,7 +12,7 @@ from mva_core.grid import mixer_lambdas
 from mva_core.runtime import inference_device_and_dtype
 from mva_core.workflow_io import logged_job
 
-with logged_job(snakemake.log[0]):
+with logged_job(snakemake):
     torch.set_num_threads(snakemake.threads)
     device, dtype = inference_device_and_dtype()
     tokenizer = AutoTokenizer.from_pretrained(snakemake.input.policy)

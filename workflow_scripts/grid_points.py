@@ -3,7 +3,7 @@ from mva_core.artifacts import write_parquet
 from mva_core.grid import GridSettings, method_points
 from mva_core.workflow_io import logged_job
 
-with logged_job(snakemake.log[0]):
+with logged_job(snakemake):
     params = snakemake.params
     grid = dict(params.grid)
     grid["lambdas"] = tuple(grid["lambdas"])

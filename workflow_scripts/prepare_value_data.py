@@ -1,9 +1,10 @@
 """Snakemake entry point: load, clean and split one value's preference data."""
-from mva_core.artifacts import write_parquet
+from mva_core.artifacts import current_provenance, write_parquet
 from mva_core.data import SourceSpec, prepare_value_data
+from mva_core.provenance import source_hashes
 from mva_core.workflow_io import logged_job
 
-with logged_job(snakemake.log[0]) as log:
+with logged_job(snakemake) as log:
     value = snakemake.wildcards.value
     prepared = prepare_value_data(
         value,
@@ -14,6 +15,8 @@ with logged_job(snakemake.log[0]) as log:
         on_bad_row=snakemake.params.on_bad_row,
         salt=snakemake.params.salt,
     )
+    current_provenance()["data_sources"] = source_hashes([s["path"] for s in snakemake.params.sources],
+                                                         snakemake.params.roots)
     for path in snakemake.output.splits:
         split = path.rsplit("/", 1)[-1].removesuffix(".parquet")
         write_parquet(prepared.splits[split], path)

@@ -1,4 +1,6 @@
 """Snakemake entry point: score one method's generations with one value's reward model (batched, cached)."""
+import shutil
+
 import pandas as pd
 import torch
 
@@ -6,7 +8,7 @@ from mva_core.artifacts import write_parquet
 from mva_core.reward_models import RewardModelSettings, RewardScorer, score_generations
 from mva_core.workflow_io import logged_job
 
-with logged_job(snakemake.log[0]):
+with logged_job(snakemake):
     torch.set_num_threads(snakemake.threads)
     scorer = RewardScorer.load(snakemake.params.location, RewardModelSettings(**snakemake.params.settings))
     scores = score_generations(
@@ -14,8 +16,10 @@ with logged_job(snakemake.log[0]):
         pd.read_parquet(snakemake.input.generations),
         pd.read_parquet(snakemake.input.prompts),
         snakemake.wildcards.value,
+        shard_dir=snakemake.params.shard_dir,
     )
     description = scorer.describe()
     scores = scores.assign(seed=int(snakemake.wildcards.seed), rm_batch_size=description["batch_size"],
                            rm_dtype=description["dtype"])
     write_parquet(scores, snakemake.output[0])
+    shutil.rmtree(snakemake.params.shard_dir, ignore_errors=True)

@@ -4,7 +4,7 @@ import pandas as pd
 from mva_core.sft import SFTSettings, run_sft
 from mva_core.workflow_io import logged_job
 
-with logged_job(snakemake.log[0]):
+with logged_job(snakemake):
     settings = dict(snakemake.params.settings)
     settings["target_modules"] = tuple(settings["target_modules"])
     cap = snakemake.params.max_pairs

@@ -4,7 +4,7 @@ import pandas as pd
 from mva_core.reward_models import RewardModelSettings, train_reward_model
 from mva_core.workflow_io import logged_job
 
-with logged_job(snakemake.log[0]):
+with logged_job(snakemake):
     train_reward_model(
         snakemake.input.base,
         pd.read_parquet(snakemake.input.pairs),

@@ -5,7 +5,7 @@ from mva_core.penalties import PenaltySettings
 from mva_core.value_training import DPOSettings, LoraSettings, train_value_vector
 from mva_core.workflow_io import logged_job
 
-with logged_job(snakemake.log[0]):
+with logged_job(snakemake):
     lora = dict(snakemake.params.lora)
     lora["target_modules"] = tuple(lora["target_modules"])
     train_value_vector(

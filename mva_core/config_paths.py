@@ -1,0 +1,57 @@
+"""Checks on the file paths a config names, run at workflow start (before any job).
+
+Paths stay inside the working directory or an explicitly configured root: ``data_roots`` for data sources,
+``data_roots`` and ``model_roots`` for local model directories. Relative paths may not climb out with ``..``.
+Local data sources must exist, so a typo fails before hours of training rather than in the first data job.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mva_core.config import ConfigError
+from mva_core.data import DataError, resolve_source
+
+BUILTIN_MODEL_SOURCES = {"smollm2_gguf", "tiny_random", "train"}
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    path = Path(os.path.normpath(path))
+    return any(path == root or root in path.parents for root in roots)
+
+
+def _check_path(key: str, value: str, roots: Sequence[Path], root_keys: str) -> None:
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        if not _inside(path, roots):
+            raise ConfigError(f"config key '{key}': {value!r} is outside the working directory and the configured "
+                              f"{root_keys} ({[str(r) for r in roots]}); add its folder to {root_keys}")
+    elif os.path.normpath(value).split(os.sep)[0] == "..":
+        raise ConfigError(f"config key '{key}': {value!r} climbs out of its root with '..'; use an absolute path "
+                          f"under one of the {root_keys} or add a root")
+
+
+def check_config_paths(config: Mapping[str, Any], workdir: str | Path) -> None:
+    """Raise ConfigError naming the key of the first path that escapes its roots or the first missing data file."""
+    workdir = Path(os.path.abspath(workdir))
+    data_roots = [Path(os.path.abspath(workdir / root)) for root in config["data_roots"]]
+    model_roots = [workdir, *data_roots, *(Path(os.path.abspath(workdir / r)) for r in config.get("model_roots", []))]
+    sources = [(f"values.{value}.sources[{i}].path", source["path"])
+               for value, spec in config["values"].items() for i, source in enumerate(spec["sources"])]
+    sources += [(f"evaluation.prompt_sources[{i}].path", source["path"])
+                for i, source in enumerate(config["evaluation"].get("prompt_sources") or [])]
+    for key, path in sources:
+        _check_path(key, path, [workdir, *data_roots], "data_roots")
+        try:
+            resolve_source(path, data_roots)
+        except DataError as exc:
+            raise ConfigError(f"config key '{key}': {exc}") from None
+    for value, spec in config["values"].items():
+        model = spec.get("reward_model", {}).get("source", "train")
+        if model not in BUILTIN_MODEL_SOURCES:
+            _check_path(f"values.{value}.reward_model.source", model, model_roots, "data_roots/model_roots")
+    base = config["base_model"]["source"]
+    if base not in BUILTIN_MODEL_SOURCES:
+        _check_path("base_model.source", base, model_roots, "data_roots/model_roots")
