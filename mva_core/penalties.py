@@ -30,8 +30,9 @@ from mva_core.hsic import (
 PENALTY_KINDS = ("none", "hsic", "orthogonality")
 HSIC_FORMS = ("lora_a", "delta_w")
 PEFT_PREFIX = "base_model.model."
-# Trained side of the delta_w form with sigma="median": pairwise distances per module the bandwidth is taken from
-# (of n(n-1)/2 = 32 640 at max_rows 256), a fixed subsample; see DecorrelationPenalty.
+# sigma="median": the trained side's bandwidth per module comes from at most this many of its n(n-1)/2 pairwise
+# distances, a fixed subsample (mva_core.hsic.median_bandwidth): 4096 of 32 640 for delta_w at max_rows 256; lora_a
+# (n = r) uses all of them up to r = 91. See DecorrelationPenalty.
 MEDIAN_PAIRS = 4096
 
 
@@ -201,6 +202,14 @@ class DecorrelationPenalty:
         self.pairs = tuple(pairs)
         self.settings = settings
         self.median_pairs = median_pairs
+        if settings.kind == "hsic" and settings.form == "lora_a":
+            for pair in self.pairs:
+                if pair.frozen_A.shape != pair.A.shape:
+                    raise ValueError(
+                        f"the lora_a form pairs the rows of A, so both adapters need the same r × d_in A: module "
+                        f"{pair.module!r} has {tuple(pair.A.shape)} and {tuple(pair.frozen_A.shape)} "
+                        f"({pair.frozen_adapter!r})"
+                    )
         by_module: dict[int, list[LoraPair]] = {}  # trained adapter's module -> its pairs (one per frozen adapter)
         for pair in self.pairs:
             by_module.setdefault(id(pair.A), []).append(pair)

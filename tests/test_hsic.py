@@ -289,8 +289,8 @@ def reference_penalty(pairs: list[LoraPair], settings: PenaltySettings) -> torch
 
 
 def random_pairs(seed: int = 12, frozen: int = 2, max_rows: int | None = 8) -> list[LoraPair]:
-    """Pairs of a random 'model': modules of three shapes (one with rows sampled), ``frozen`` earlier values, the
-    last with a different rank (allowed by the delta_w form only) and another scaling."""
+    """Pairs of a random 'model': six modules of three shapes (d_out 12: ``max_rows`` rows sampled), ``frozen``
+    earlier values, the last of them with a different rank (allowed by the delta_w form only), other scalings."""
     g = torch.Generator().manual_seed(seed)
     pairs = []
     for i, (d_out, d_in) in enumerate([(12, 10), (12, 10), (6, 10), (12, 7), (6, 10), (12, 10)]):
@@ -353,15 +353,20 @@ def test_cached_batched_penalty_matches_per_pair_reference(settings, monkeypatch
         assert len(built) == 2 * len(pairs)
 
 
+def test_lora_a_penalty_rejects_frozen_adapters_of_another_rank():
+    pairs = random_pairs(frozen=1)  # the frozen adapter has rank 3, the trained one rank 4
+    with pytest.raises(ValueError, match=r"same r × d_in A: module 'layer0' has \(4, 10\) and \(3, 10\)"):
+        DecorrelationPenalty(pairs, PenaltySettings(kind="hsic", weight=1.0, form="lora_a"))
+    DecorrelationPenalty(pairs, PenaltySettings(kind="hsic", weight=1.0, form="delta_w"))  # fine for delta_w
+
+
 def test_subsampled_median_penalty_stays_close_to_exact():
     settings = PenaltySettings(kind="hsic", weight=1.0, form="delta_w", sigma="median", max_rows=256)
     pairs = random_pairs(seed=13, frozen=1, max_rows=256)
     g = torch.Generator().manual_seed(14)
     for pair in pairs:  # 300 output rows, 256 sampled: 32 640 distances per module, the penalty uses MEDIAN_PAIRS
-        d_in = pair.A.shape[1]
         pair.B = torch.nn.Parameter(torch.randn(300, 4, generator=g))
         pair.frozen_B = torch.nn.Parameter(torch.randn(300, pair.frozen_A.shape[0], generator=g), requires_grad=False)
-        pair.frozen_A.data = pair.frozen_A.data[:, :d_in]
         pair.rows = sample_rows(pair.module, 300, 256)
     exact = DecorrelationPenalty(pairs, settings, median_pairs=None)()
     sampled = DecorrelationPenalty(pairs, settings)()
