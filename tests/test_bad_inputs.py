@@ -23,6 +23,7 @@ from conftest import REPO, snakemake
 from safetensors.torch import load_file
 from synthetic import hh_rows, synthetic_pairs, write_hh_jsonl_gz
 
+from mva_core.artifacts import atomic_directory, write_parquet
 from mva_core.config import ConfigError, validate_config
 from mva_core.config_paths import check_config_paths
 from mva_core.reward_models import NonFiniteRewardError, RewardModelSettings, RewardScorer, score_generations, train_reward_model
@@ -128,7 +129,13 @@ def test_kill_during_write_leaves_the_old_artifact_or_a_complete_new_one(tmp_pat
         for path in files:  # whatever is visible under the final name is complete
             assert len(pd.read_parquet(path)) == 3_000_000, f"attempt {attempt}: {path} is incomplete"
         assert kind == "parquet" or not target.exists() or len(files) == 4
-    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".") and p.name.endswith(".tmp")]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") and not p.name.startswith(".")]
+    if kind == "parquet":  # the next successful write removes what the killed writers left behind
+        write_parquet(pd.DataFrame({"x": [1.0]}), target)
+    else:
+        with atomic_directory(target) as tmp:
+            (tmp / "part0.parquet").write_bytes(b"")
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 # --------------------------------------------------------------------- 4. resume + 6. reproducibility (e2e)
