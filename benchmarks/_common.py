@@ -283,6 +283,22 @@ def print_header(title: str, settings: dict) -> None:
     sys.stdout.flush()
 
 
+def parse_with_preset(parser, argv: list[str] | None, preset: dict):
+    """Add the options every benchmark has (--threads, --clock, --json, --seed), parse ``argv`` and, with
+    ``--quick``, apply ``preset`` to the options not given explicitly."""
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: with another job on the machine, 2 threads made tiny ops erratic)")
+    parser.add_argument("--clock", choices=("auto", *CLOCKS), default="auto",
+                        help="clock of the headline ratios (both are always printed); auto: process CPU time "
+                             "for --threads 1 on CPU (robust to other jobs on the machine), else wall time")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.quick:
+        apply_preset(args, preset, argv)
+    return args
+
+
 def apply_preset(args, preset: dict, argv: list[str] | None) -> None:
     """Set ``preset``'s values on ``args`` except for options given explicitly on the command line."""
     given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv if argv is not None else sys.argv[1:])}

@@ -73,17 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the precompute comparison")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats of the precompute comparison")
     parser.add_argument("--skip-precompute", action="store_true", help="only the penalty part")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1: with another job on the machine, 2 threads made tiny ops erratic)")
-    parser.add_argument("--clock", choices=("auto", *C.CLOCKS), default="auto",
-                        help="clock of the two headline ratios (both are always printed); auto: process CPU time "
-                             "for --threads 1 on CPU (robust to other jobs on the machine), else wall time")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.quick:
-        C.apply_preset(args, QUICK, argv)
-    return args
+    return C.parse_with_preset(parser, argv, QUICK)
 
 
 def make_pairs(n: int, prompt_words: int, response_words: int, seed: int) -> pd.DataFrame:

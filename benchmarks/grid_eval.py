@@ -90,16 +90,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip-reference", action="store_true", help="only the lora_overhead part")
     parser.add_argument("--skip-merged", action="store_true", help="skip the merged-weights comparison arm")
     parser.add_argument("--merged-repeats", type=int, default=1, help="repeats of the (slow) merged-weights arm")
-    parser.add_argument("--clock", choices=("auto", *C.CLOCKS), default="auto",
-                        help="clock of the two headline ratios (both are always printed); auto: process CPU time "
-                             "for --threads 1 on CPU (robust to other jobs on the machine), else wall time")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="policy dtype on both paths (bfloat16: merged and unmerged weights round differently, "
                              "so greedy outputs may legitimately differ and the identity check can fail)")
     parser.add_argument("--skip-breakdown", action="store_true", help="skip the prefill/decode cost breakdown")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1: with another job on the machine, 2 threads made tiny ops erratic)")
     parser.add_argument("--token-budgets", nargs="+", default=["4096", "8192:96"], metavar="TOKENS[:ROWS]",
                         help="batching arms: max_batch_tokens ('none': fixed rows), optionally with their own row "
                              "cap (default --batch-size); the first one gives token_budget_speedup")
@@ -112,11 +107,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--analyze-run", type=Path, metavar="RUN_DIR",
                         help="replay a finished run's generation queue (results/<run>) through the batchings of "
                              "--batch-size and --token-budgets, report padding and post-EOS decode waste, and exit")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.quick:
-        C.apply_preset(args, QUICK, argv)
+    args = C.parse_with_preset(parser, argv, QUICK)
     if not 1 <= args.values <= len(VALUE_NAMES):
         parser.error(f"--values must be in 1..{len(VALUE_NAMES)}")
     return args

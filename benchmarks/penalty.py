@@ -61,15 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--penalties", default=",".join(PENALTIES), help=f"comma-separated, of {list(PENALTIES)}")
     parser.add_argument("--repeats", type=int, default=9, help="interleaved repeats (ratios: median over these)")
     parser.add_argument("--calls", type=int, default=3, help="forward+backward calls per timing")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--clock", choices=("auto", *C.CLOCKS), default="auto",
-                        help="clock of the headline ratios (both are printed); auto: CPU time for 1-thread CPU runs")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.quick:
-        C.apply_preset(args, QUICK, argv)
-    return args
+    return C.parse_with_preset(parser, argv, QUICK)
 
 
 # --- before: mva_core.penalties.decorrelation_penalty and mva_core.hsic as of commit 9e3ff88 (verbatim maths) ---
