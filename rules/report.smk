@@ -30,6 +30,7 @@ rule figures:
         decorrelation=expand(f"{RUN}/seed_{{seed}}/decorrelation/{{method}}.parquet", seed=SEEDS, method=VECTOR_METHODS),
         accuracy=expand(f"{RUN}/reward_models/accuracy_{{value}}.json", value=VALUES),
         data_summaries=expand(f"{RUN}/data/{{value}}/summary.parquet", value=VALUES),
+        prompts=f"{RUN}/evaluation/prompts.parquet",
     output:
         pngs=[
             report(f"{FIGURE_DIR}/{stem}.png", caption="../report/figure.rst", category="Figures")

@@ -10,6 +10,8 @@ from conftest import snakemake
 from safetensors.torch import load_file
 from synthetic import write_placeholder_sources
 
+from mva_core.artifacts import read_provenance
+
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["mva", "mva_dw", "soup", "ortho", "single", "expo", "modpo"]
 CONFIGS = sorted([REPO / "config.yaml", *(p for p in (REPO / "config").glob("*.yaml") if "schema" not in p.name)])
@@ -89,6 +91,11 @@ def test_smoke_run_evaluates_every_grid_point(smoke_run):
         assert (run / f"figures/{stem}.png").stat().st_size > 0 and (run / f"figures/{stem}.pdf").stat().st_size > 0
     summary = (run / "summary.md").read_text()
     assert "Hypervolume" in summary and "pairwise accuracy" in summary
+    assert "## Provenance" in summary and "hh-rlhf/helpful-base/test.jsonl.gz | `" in summary
+    record = read_provenance(run / "seed_1/evaluation/mva/scores_helpful.parquet")
+    assert record["rule"] == "score" and record["wildcards"] == {"seed": "1", "method": "mva", "value": "helpful"}
+    assert "results/smoke/seed_1/evaluation/mva/generations.parquet" in record["inputs"]
+    assert read_provenance(run / "seed_1/value_vectors/mva/harmless")["rule"] == "train_value_vector"
 
 
 @pytest.mark.slow

@@ -31,5 +31,5 @@ with logged_job(snakemake) as log:
     text = summary_markdown(params.run_name, tables, read_accuracies(inp.accuracy), decorrelation,
                             total_wall_seconds(benchmarks) if benchmarks else None,
                             pd.read_parquet(inp.seed_hypervolumes), params.target)
-    text += "\n" + provenance_markdown(current_provenance(), [read_provenance(p) for p in inp.data_summaries])
+    text += "\n" + provenance_markdown(current_provenance(), [read_provenance(p) for p in [*inp.data_summaries, inp.prompts]])
     write_text(text, snakemake.output.summary)
