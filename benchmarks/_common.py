@@ -283,6 +283,15 @@ def print_header(title: str, settings: dict) -> None:
     sys.stdout.flush()
 
 
+def benchmark_parser(doc: str, preset: dict) -> argparse.ArgumentParser:
+    """An argument parser described by the first paragraph of ``doc``, with ``--quick`` applying ``preset``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"the quick preset (a few minutes on 2 CPU cores): {preset}; explicit flags override it")
+    return parser
+
+
 def parse_with_preset(parser, argv: list[str] | None, preset: dict):
     """Add the options every benchmark has (--threads, --clock, --json, --seed), parse ``argv`` and, with
     ``--quick``, apply ``preset`` to the options not given explicitly."""

@@ -51,10 +51,7 @@ MODES = ("off", "lora_a", "delta_w", "off_ref_every_step")  # the last: no penal
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"the quick preset (a few minutes on 2 CPU cores): {QUICK}; explicit flags override it")
+    parser = C.benchmark_parser(__doc__, QUICK)
     C.add_shape_args(parser, 576, 1536, 30, 9, 3, 49152)  # defaults: SmolLM2-135M's shape
     parser.add_argument("--pairs", type=int, default=64, help="preference pairs (the pipeline's default dpo_train)")
     parser.add_argument("--prompt-words", type=int, default=40)

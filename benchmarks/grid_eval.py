@@ -65,10 +65,7 @@ SHARD_SIZE = 2048  # generate_grid's default: batches never span two shards
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"the quick preset (a few minutes on 2 CPU cores): {QUICK}; explicit flags override it")
+    parser = C.benchmark_parser(__doc__, QUICK)
     C.add_shape_args(parser, 576, 1536, 30, 9, 3, 49152)  # defaults: SmolLM2-135M's shape
     C.add_shape_args(parser, 128, 256, 2, 4, 2, 0, prefix="rm-", what="reward model")
     parser.add_argument("--values", type=int, default=2, help="number of values (value vectors, reward models)")

@@ -51,9 +51,7 @@ PENALTIES = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help=f"the quick preset: {QUICK}; explicit flags override it")
+    parser = C.benchmark_parser(__doc__, QUICK)
     parser.add_argument("--shapes", default="smollm2,7b", help=f"comma-separated, of {list(SHAPES)}")
     parser.add_argument("--layers-smollm2", type=int, default=SHAPES["smollm2"][3])
     parser.add_argument("--layers-7b", type=int, default=SHAPES["7b"][3], help="'a few modules': 4 per layer")
