@@ -2,7 +2,8 @@
 #   snakemake --cores 2                                  # embedded default (config.yaml)
 #   snakemake --cores 2 --configfile config/smoke.yaml   # tiny smoke run
 # Stages: data -> base model -> SFT -> value vectors (DPO + decorrelation penalty) -> reward models ->
-# lambda-grid generation -> scoring -> frontiers, hypervolumes, win rates -> figures, summary.md, report.
+# lambda-grid generation -> scoring -> held-out selection, paired comparisons, frontiers, win rates -> figures,
+# summary.md, report.
 
 configfile: "config.yaml"
 
@@ -26,4 +27,5 @@ rule all:
         f"{RUN}/data/summary.parquet",
         value_vector_dirs(),
         expand(f"{SEED_RUN}/decorrelation/{{method}}.parquet", seed=SEEDS, method=VECTOR_METHODS),
+        rules.frontiers.output,
         rules.figures.output,

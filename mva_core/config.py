@@ -110,10 +110,11 @@ def check_config(config: Mapping[str, Any]) -> None:
     if sum(split.values()) > 1 + 1e-9:
         raise _key_error("data.split", f"fractions must sum to at most 1; got {split} (sum {sum(split.values()):.3f})")
     evaluation = config["evaluation"]
-    for i, weighting in enumerate(evaluation["weightings"]):
-        if len(weighting) != k or sum(weighting) <= 0:
-            raise _key_error(f"evaluation.weightings[{i}]", f"{weighting} must have {k} non-negative weights ({per_value}), "
-                                                             "not all 0")
+    for key in ("weightings", "selection_weightings"):
+        for i, weighting in enumerate(evaluation[key] or []):
+            if len(weighting) != k or sum(weighting) <= 0:
+                raise _key_error(f"evaluation.{key}[{i}]", f"{weighting} must have {k} non-negative weights "
+                                                          f"({per_value}), not all 0")
     for name, method in config["methods"].items():
         penalty = method["penalty"]
         if penalty["kind"] != "none" and penalty["weight"] == 0:

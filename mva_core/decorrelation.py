@@ -19,10 +19,13 @@ import torch
 from safetensors.torch import load_file
 
 from mva_core.hsic import hsic_delta_w, hsic_lora_a
-from mva_core.penalties import module_label, sample_rows
+from mva_core.penalties import module_label
 
 LoraFactors = tuple[torch.Tensor, torch.Tensor, float]
-METRICS = ("hsic_lora_a", "hsic_delta_w", "cosine_delta_w")
+METRICS = ("hsic_lora_a_sigma1", "hsic_lora_a_median", "hsic_delta_w_sigma1", "hsic_delta_w_median", "cosine_delta_w")
+"""Every table uses these estimator settings, whatever penalty a method trained with, so rows are comparable:
+HSIC with σ = 1 (the released code) and with the median heuristic (the code's ``sigma: median``: 2σ² = median
+squared distance), biased estimator over n², on all rows."""
 
 
 def read_adapter(adapter_dir: str | os.PathLike) -> dict[str, LoraFactors]:
@@ -68,16 +71,8 @@ def cosine_delta_w(u: LoraFactors, v: LoraFactors) -> float:
     return inner(A_u, B_u, s_u, A_v, B_v, s_v) / math.sqrt(norm_sq) if norm_sq > 0 else math.nan
 
 
-def decorrelation_table(
-    adapters: Mapping[str, str | os.PathLike],
-    sigma: float | str = 1.0,
-    normalization: str = "n2",
-    max_rows: int | None = None,
-) -> pd.DataFrame:
-    """One row per shared LoRA module and pair of values (in the given order): HSIC in both forms and ΔW cosine.
-
-    ``max_rows`` samples output rows for ``hsic_delta_w`` exactly as the training penalty does (None: all rows).
-    """
+def decorrelation_table(adapters: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
+    """One row per shared LoRA module and pair of values (in the given order): the :data:`METRICS`."""
     if len(adapters) < 2:
         raise ValueError(f"need at least two adapters to compare, got {list(adapters)}")
     loaded = {value: read_adapter(path) for value, path in adapters.items()}
@@ -88,18 +83,13 @@ def decorrelation_table(
             raise ValueError(f"adapters {value_a!r} and {value_b!r} share no LoRA modules")
         for module in shared:
             u, v = loaded[value_a][module], loaded[value_b][module]
-            rows = sample_rows(module, u[1].shape[0], max_rows)
             with torch.no_grad():
-                records.append(
-                    {
-                        "module": module,
-                        "value_a": value_a,
-                        "value_b": value_b,
-                        "hsic_lora_a": float(hsic_lora_a(u[0], v[0], sigma, normalization)),
-                        "hsic_delta_w": float(hsic_delta_w(*u, *v, sigma, normalization, rows)),
-                        "cosine_delta_w": cosine_delta_w(u, v),
-                    }
-                )
+                record = {"module": module, "value_a": value_a, "value_b": value_b}
+                for name, sigma in (("sigma1", 1.0), ("median", "median")):
+                    record[f"hsic_lora_a_{name}"] = float(hsic_lora_a(u[0], v[0], sigma, "n2"))
+                    record[f"hsic_delta_w_{name}"] = float(hsic_delta_w(*u, *v, sigma, "n2", None))
+                record["cosine_delta_w"] = cosine_delta_w(u, v)
+                records.append(record)
     return pd.DataFrame.from_records(records, columns=["module", "value_a", "value_b", *METRICS])
 
 

@@ -242,14 +242,14 @@ def plot_training_curves(logs: Mapping[str, pd.DataFrame], path_stem: str | os.P
 
 def plot_sensitivity(table: pd.DataFrame, path_stem: str | os.PathLike) -> list[Path]:
     """Hypervolume (with CI) and measured HSIC against the penalty weight, one line per (form, sigma)."""
-    check_columns(table, ["weight", "series", "hypervolume", "hv_ci_low", "hv_ci_high", "hsic_lora_a"], "sensitivity")
+    check_columns(table, ["weight", "series", "hypervolume", "hv_ci_low", "hv_ci_high", "hsic_lora_a_sigma1"], "sensitivity")
     fig = Figure(figsize=(10.0, 4.2), layout="constrained")
     hv_ax, hsic_ax = fig.subplots(1, 2)
     for i, (series, part) in enumerate(table.sort_values("weight").groupby("series", sort=True)):
         err = np.vstack([part["hypervolume"] - part["hv_ci_low"], part["hv_ci_high"] - part["hypervolume"]])
         hv_ax.errorbar(part["weight"], part["hypervolume"], yerr=err, fmt="-o", capsize=3, color=_color(i), label=series)
-        hsic_ax.plot(part["weight"], part["hsic_lora_a"], "-o", color=_color(i), label=series)
-    for ax, name in ((hv_ax, "hypervolume"), (hsic_ax, "measured HSIC (A rows, mean over modules)")):
+        hsic_ax.plot(part["weight"], part["hsic_lora_a_sigma1"], "-o", color=_color(i), label=series)
+    for ax, name in ((hv_ax, "hypervolume"), (hsic_ax, "measured HSIC (A rows, sigma 1, mean over modules)")):
         ax.set_xscale("symlog", linthresh=1.0)
         ax.set_xlabel("HSIC penalty weight")
         ax.set_ylabel(name)

@@ -1,7 +1,6 @@
-"""Mean rewards with bootstrap CIs, Pareto frontiers and dominated hypervolume (maximisation).
+"""Score tables as dense reward arrays, Pareto frontiers and exact dominated hypervolume (maximisation).
 
-Bootstrap resamples are drawn over prompts once per call and shared by every (method, point) so that CIs of
-different points and methods are paired: a resample that happens to pick easy prompts lifts all of them.
+Intervals and comparisons live in ``mva_core.statistics`` and ``mva_core.comparisons``.
 """
 from __future__ import annotations
 
@@ -35,12 +34,6 @@ class RewardTensor:
     def means(self) -> np.ndarray:
         """Mean reward over prompts, shape (points, values)."""
         return self.rewards.mean(axis=-1)
-
-    def boot_means(self, counts: np.ndarray) -> np.ndarray:
-        """Bootstrap means for resample counts of shape (n_boot, prompts); shape (points, values, n_boot)."""
-        flat = self.rewards.reshape(-1, self.rewards.shape[-1]) @ counts.T  # 2-D matmul: ~100x faster than batched
-        return flat.reshape(*self.rewards.shape[:-1], len(counts)) / counts.shape[1]
-
 
 def check_columns(df: pd.DataFrame, required: Sequence[str], name: str) -> None:
     """Raise naming the ``name`` table and its missing columns."""
@@ -76,41 +69,6 @@ def reward_tensor(scores: pd.DataFrame) -> RewardTensor:
             f"point_id={keys[ki][1]!r} value={values[vi]!r} prompt_id={prompts[pi]!r}"
         )
     return RewardTensor(keys, values, prompts, rewards)
-
-
-def bootstrap_counts(n_prompts: int, n_boot: int, seed: int) -> np.ndarray:
-    """How often each prompt is drawn in each resample, shape (n_boot, n_prompts), float."""
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    idx = np.random.default_rng(seed).integers(0, n_prompts, size=(n_boot, n_prompts))
-    flat = (idx + n_prompts * np.arange(n_boot)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_boot * n_prompts).reshape(n_boot, n_prompts).astype(float)
-
-
-def percentile_ci(boot: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval over the last axis."""
-    if not 0 < ci < 1:
-        raise ValueError(f"ci must be in (0, 1), got {ci}")
-    low, high = np.quantile(boot, [(1 - ci) / 2, (1 + ci) / 2], axis=-1)
-    return low, high
-
-
-def mean_rewards(scores: pd.DataFrame, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """Per (method, point_id, value): mean reward and paired percentile-bootstrap CI over prompts."""
-    tensor = reward_tensor(scores)
-    low, high = percentile_ci(tensor.boot_means(bootstrap_counts(len(tensor.prompts), n_boot, seed)), ci)
-    n_points, n_values = len(tensor.keys), len(tensor.values)
-    return pd.DataFrame(
-        {
-            "method": np.repeat(tensor.keys.get_level_values("method"), n_values),
-            "point_id": np.repeat(tensor.keys.get_level_values("point_id"), n_values),
-            "value": np.tile(tensor.values, n_points),
-            "mean": tensor.means().ravel(),
-            "ci_low": low.ravel(),
-            "ci_high": high.ravel(),
-            "n_prompts": len(tensor.prompts),
-        }
-    )
 
 
 def wide_means(means: pd.DataFrame, with_ci: bool = False) -> pd.DataFrame:
@@ -195,6 +153,27 @@ def hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
     return _hv_positive(np.unique(shifted[pareto_mask(shifted)], axis=0))
 
 
+def hypervolumes(points: np.ndarray, reference: Sequence[float]) -> np.ndarray:
+    """Exact hypervolume of each set ``points[b]`` (shape (n_sets, n_points, k)) against one ``reference``.
+
+    Vectorised for k = 2 (a point not dominating the reference is clipped to a zero-volume box), a loop of
+    :func:`hypervolume` otherwise.
+    """
+    arr = np.asarray(points, dtype=float)
+    ref = np.asarray(reference, dtype=float)
+    if arr.ndim != 3 or ref.shape != (arr.shape[2],):
+        raise ValueError(f"points must be (sets, n, k) with a k-vector reference, got {arr.shape} and {ref.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("points contain non-finite entries")
+    if arr.shape[2] != 2:
+        return np.array([hypervolume(part, ref) for part in arr])
+    boxes = np.clip(arr - ref, 0.0, None)
+    order = np.argsort(-boxes[..., 0], axis=1, kind="stable")
+    x = np.take_along_axis(boxes[..., 0], order, axis=1)
+    running_max = np.maximum.accumulate(np.take_along_axis(boxes[..., 1], order, axis=1), axis=1)
+    return np.sum(x * np.diff(running_max, axis=1, prepend=0.0), axis=1)
+
+
 def reference_point(
     wide: pd.DataFrame,
     how: str | Sequence[float],
@@ -227,60 +206,6 @@ def reference_point(
     if ref.shape != (len(values),):
         raise ValueError(f"explicit reference {list(how)} has {ref.size} entries, expected one per value {values}")
     return ref
-
-
-def _check_points_cover(keys: pd.MultiIndex, points: pd.DataFrame) -> None:
-    check_columns(points, KEY + ["kind"], "points")
-    missing = keys.difference(pd.MultiIndex.from_frame(points[KEY].astype(str)))
-    if len(missing):
-        raise ValueError(f"{len(missing)} scored points are missing from the points table, e.g. {missing[0]}")
-
-
-def frontier_table(
-    scores: pd.DataFrame,
-    points: pd.DataFrame,
-    reference: str | Sequence[float] = "sft",
-    n_boot: int = 1000,
-    seed: int = 0,
-    ci: float = 0.95,
-) -> pd.DataFrame:
-    """Per method: its Pareto-optimal point ids, hypervolume and a bootstrap CI of the hypervolume.
-
-    The reference point is fixed from the full-sample means; each resample recomputes every point's means,
-    each method's frontier and hypervolume, with the same prompt resample for every method.
-    """
-    tensor = reward_tensor(scores)
-    _check_points_cover(tensor.keys, points)
-    means = tensor.means()
-    wide = pd.DataFrame(means, index=tensor.keys, columns=list(tensor.values))
-    ref = reference_point(wide, reference, points)
-    boot = tensor.boot_means(bootstrap_counts(len(tensor.prompts), n_boot, seed))
-    methods = tensor.keys.get_level_values("method")
-    rows = []
-    for method in methods.unique():
-        sel = np.flatnonzero(methods == method)
-        front = sel[pareto_mask(means[sel])]
-        front = front[np.argsort(means[front, 0], kind="stable")]
-        boot_hv = np.array([hypervolume(boot[sel, :, b], ref) for b in range(n_boot)])
-        low, high = percentile_ci(boot_hv, ci)
-        rows.append(
-            {
-                "method": method,
-                "n_points": len(sel),
-                "n_frontier": len(front),
-                "frontier_ids": [tensor.keys[i][1] for i in front],
-                "hypervolume": hypervolume(means[sel], ref),
-                "hv_ci_low": float(low),
-                "hv_ci_high": float(high),
-                **{f"ref_{v}": float(r) for v, r in zip(tensor.values, ref)},
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def frontier_ids(table: pd.DataFrame) -> dict[str, list[str]]:
-    """``{method: frontier point ids}`` from a :func:`frontier_table`."""
-    return {row.method: list(row.frontier_ids) for row in table.itertuples()}
 
 
 def _cell(x: object, floatfmt: str) -> str:

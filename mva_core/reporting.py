@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mva_core.comparisons import ALL_WEIGHTINGS, Comparator
+from mva_core.decorrelation import METRICS
 from mva_core.figures import (
     plot_frontiers,
     plot_reward_heatmaps,
@@ -18,62 +20,128 @@ from mva_core.figures import (
     plot_training_curves,
     plot_win_rates,
 )
-from mva_core.frontier import frontier_table, mean_rewards, to_markdown, wide_means
-from mva_core.winrate import select_points, win_rates
-
-
-def pool_seeds(scores: pd.DataFrame) -> pd.DataFrame:
-    """Treat each (seed, prompt) as one evaluation unit, so means, frontiers and win rates pool all seeds."""
-    if "seed" not in scores.columns:
-        return scores
-    return scores.assign(prompt_id="s" + scores["seed"].astype(str) + "/" + scores["prompt_id"].astype(str))
-
-
-def hypervolume_by_seed(scores: pd.DataFrame, points: pd.DataFrame, evaluation: Mapping, seed: int) -> pd.DataFrame:
-    """Each method's hypervolume per training seed, then mean and a t-interval across seeds (``seed`` = "all")."""
-    per_seed = []
-    for run_seed, part in scores.groupby("seed", sort=True):
-        table = frontier_table(part, points, reference=evaluation["reference_point"], n_boot=evaluation["bootstrap"],
-                               seed=seed, ci=evaluation["ci"])
-        per_seed.append(table[["method", "hypervolume"]].assign(seed=str(run_seed)))
-    table = pd.concat(per_seed, ignore_index=True)
-    rows = []
-    for method, part in table.groupby("method", sort=True):
-        values = part["hypervolume"].to_numpy(dtype=float)
-        n, mean = len(values), float(values.mean())
-        half = float(stats.t.ppf(0.5 + evaluation["ci"] / 2, n - 1) * values.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan
-        rows.append({"method": method, "seed": "all", "hypervolume": mean, "ci_low": mean - half, "ci_high": mean + half,
-                     "n_seeds": n})
-    return pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
+from mva_core.frontier import KEY, pareto_mask, reference_point, wide_means
+from mva_core.selection import (
+    SELECTION,
+    TEST,
+    SeededRewards,
+    seeded_rewards,
+    select_held_out,
+    selected_test_rewards,
+    selection_weightings,
+    split_prompts,
+    weighting_label,
+)
+from mva_core.statistics import ClusterResamples, cluster_resamples, percentile_interval
 
 
 @dataclass
 class EvaluationTables:
-    """Everything the evaluation computes from the scores."""
+    """Everything the evaluation computes from the scores (``tables/<field>.parquet``)."""
 
     means: pd.DataFrame
     frontiers: pd.DataFrame
     selections: pd.DataFrame
     win_rates: pd.DataFrame
+    comparisons: pd.DataFrame
+    leader: pd.DataFrame
+    seed_hypervolumes: pd.DataFrame
+    design: pd.DataFrame
 
 
-def build_tables(scores: pd.DataFrame, points: pd.DataFrame, evaluation: Mapping, values: Sequence[str],
-                 seed: int) -> EvaluationTables:
-    """Mean rewards with CIs, frontiers + hypervolumes with CIs, weighting-selected points and win rates."""
-    n_boot, ci = evaluation["bootstrap"], evaluation["ci"]
-    means = mean_rewards(scores, n_boot=n_boot, ci=ci, seed=seed)
-    frontiers = frontier_table(scores, points, reference=evaluation["reference_point"], n_boot=n_boot, seed=seed, ci=ci)
-    weightings = [dict(zip(values, w)) for w in evaluation["weightings"]]
-    selections = select_points(wide_means(means), points, weightings)
-    methods = set(points["method"])
+def point_means(selection: SeededRewards, test: SeededRewards, resamples: ClusterResamples, ci: float) -> pd.DataFrame:
+    """Per (method, point_id, value): mean reward on the test prompts (all seeds) with a cluster-bootstrap CI,
+    and the mean on the selection prompts (what selection and frontier membership saw)."""
+    boot = resamples.means(test.rewards)  # (boot, points, values)
+    low, high = percentile_interval(boot, ci, len(test.prompts))
+    n_points, n_values = len(test.keys), len(test.values)
+    return pd.DataFrame({
+        "method": np.repeat(test.keys.get_level_values("method"), n_values),
+        "point_id": np.repeat(test.keys.get_level_values("point_id"), n_values),
+        "value": np.tile(test.values, n_points),
+        "mean": test.rewards.mean(axis=(0, -1)).ravel(),
+        "ci_low": low.ravel(),
+        "ci_high": high.ravel(),
+        "mean_selection": selection.rewards.mean(axis=(0, -1)).ravel(),
+        "n_prompts": len(test.prompts),
+        "n_seeds": len(test.seeds),
+    })
+
+
+def descriptive_frontiers(means: pd.DataFrame) -> pd.DataFrame:
+    """Per method: its points' count and Pareto-optimal point ids, judged on the selection prompts (a figure, not
+    evidence: the hypervolume of a union of noisy points grows with their number)."""
+    wide = means.pivot(index=KEY, columns="value", values="mean_selection")
+    rows = []
+    for method, group in wide.groupby(level="method", sort=True):
+        front = group.index[pareto_mask(group.to_numpy(dtype=float))].get_level_values("point_id")
+        rows.append({"method": method, "n_points": len(group), "n_frontier": len(front), "frontier_ids": list(front)})
+    return pd.DataFrame(rows)
+
+
+def hypervolume_by_seed(comparator: Comparator, seeds: Sequence[str], ci: float) -> pd.DataFrame:
+    """Each method's held-out hypervolume per training seed, then mean and a t-interval across seeds (a
+    description: the paired comparisons are the evidence)."""
+    rows = []
+    for method in comparator.selected:
+        per_seed = [comparator.seed_hypervolume(method, s) for s in range(len(seeds))]
+        rows += [{"method": method, "seed": seed, "hypervolume": hv} for seed, hv in zip(seeds, per_seed)]
+        n, mean = len(per_seed), float(np.mean(per_seed))
+        half = float(stats.t.ppf(0.5 + ci / 2, n - 1) * np.std(per_seed, ddof=1) / np.sqrt(n)) if n > 1 else np.nan
+        rows.append({"method": method, "seed": "all", "hypervolume": mean, "ci_low": mean - half,
+                     "ci_high": mean + half, "n_seeds": n})
+    return pd.DataFrame(rows)
+
+
+def _reference(means: pd.DataFrame, how: str | Sequence[float], points: pd.DataFrame, values: Sequence[str],
+               columns: Sequence[str]) -> np.ndarray:
+    """The run's fixed hypervolume reference, in ``columns`` order (explicit numbers are given in training order)."""
+    if isinstance(how, str):
+        return reference_point(wide_means(means)[list(columns)], how, points)
+    if len(how) != len(values):
+        raise ValueError(f"evaluation.reference_point {list(how)} needs one number per value {list(values)}")
+    return np.array([dict(zip(values, how))[c] for c in columns], dtype=float)
+
+
+def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFrame, evaluation: Mapping,
+                 values: Sequence[str], seed: int) -> EvaluationTables:
+    """Held-out selection, point means, frontiers, paired comparisons, win rates and per-seed hypervolumes.
+
+    ``values`` is the training order (weightings are given in it); ``seed`` seeds the resamples.
+    """
+    rewards = seeded_rewards(scores)
+    split = split_prompts(prompts[prompts["prompt_id"].isin(rewards.prompts)], evaluation["selection_fraction"])
+    selection = rewards.prompt_subset(split.loc[split["part"] == SELECTION, "prompt_id"].tolist())
+    test = rewards.prompt_subset(split.loc[split["part"] == TEST, "prompt_id"].tolist())
+    weightings = selection_weightings(values, evaluation["selection_weightings"], evaluation["weightings"])
+    selections = select_held_out(selection, points, weightings)
+    resamples = cluster_resamples(len(test.prompts), len(test.seeds), evaluation["bootstrap"], seed)
+    ci = evaluation["ci"]
+    means = point_means(selection, test, resamples, ci)
+    reference = _reference(means, evaluation["reference_point"], points, values, test.values)
+    comparator = Comparator(selected_test_rewards(test, selections, weightings), weightings, test.values, reference,
+                            resamples, ci, evaluation["tie_tolerance"])
+    frontiers = descriptive_frontiers(means).merge(comparator.hypervolume_table(), on="method")
+    frontiers = frontiers.assign(n_selected=frontiers["method"].map(selections.groupby("method")["point_id"].nunique()),
+                                 **{f"ref_{v}": float(r) for v, r in zip(test.values, reference)})
     target = evaluation["win_rate_target"]
-    wins = (
-        win_rates(scores, selections, target_method=target, tie_tol=evaluation["tie_tolerance"], n_boot=n_boot,
-                  seed=seed, ci=ci)
-        if len(methods) > 1
-        else pd.DataFrame()
+    several = len(comparator.selected) > 1
+    win_labels = [weighting_label(dict(zip(values, w))) for w in evaluation["weightings"]] + [ALL_WEIGHTINGS]
+    leader = comparator.leader()
+    design = pd.DataFrame([{"n_prompts": len(rewards.prompts), "n_selection_prompts": len(selection.prompts),
+                            "n_test_prompts": len(test.prompts), "n_seeds": len(test.seeds),
+                            "n_weightings": len(weightings), "n_boot": resamples.n_boot, "ci": ci,
+                            "seeds_resampled": resamples.resamples_seeds}])
+    return EvaluationTables(
+        means=means,
+        frontiers=frontiers,
+        selections=selections,
+        win_rates=comparator.win_rate_table(target, win_labels) if several else pd.DataFrame(),
+        comparisons=comparator.comparisons(target) if several else pd.DataFrame(),
+        leader=pd.DataFrame([leader[2]]) if leader else pd.DataFrame(),
+        seed_hypervolumes=hypervolume_by_seed(comparator, test.seeds, ci),
+        design=design,
     )
-    return EvaluationTables(means, frontiers, selections, wins)
 
 
 def write_figures(tables: EvaluationTables, points: pd.DataFrame, training_logs: Mapping[str, pd.DataFrame],
@@ -101,7 +169,8 @@ def write_figures(tables: EvaluationTables, points: pd.DataFrame, training_logs:
 
 def sensitivity_table(methods: Mapping[str, Mapping], frontiers: pd.DataFrame,
                       decorrelation: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Hypervolume and measured HSIC of every grid method whose penalty is HSIC or none (weight 0), by weight.
+    """Held-out hypervolume and measured dependence of every grid method whose penalty is HSIC or none (weight
+    0), by weight; the dependence columns use the same estimators for every row (``decorrelation.METRICS``).
 
     Penalty-free methods appear as weight 0 in every (form, sigma) series, so each curve starts at the soup.
     """
@@ -115,9 +184,7 @@ def sensitivity_table(methods: Mapping[str, Mapping], frontiers: pd.DataFrame,
         series.add(label)
         rows.append({"method": name, "series": label, "weight": float(penalty.get("weight", 0.0)),
                      "hypervolume": hv.loc[name, "hypervolume"], "hv_ci_low": hv.loc[name, "hv_ci_low"],
-                     "hv_ci_high": hv.loc[name, "hv_ci_high"],
-                     "hsic_lora_a": decorrelation[name]["hsic_lora_a"].mean(),
-                     "hsic_delta_w": decorrelation[name]["hsic_delta_w"].mean()})
+                     "hv_ci_high": hv.loc[name, "hv_ci_high"], **decorrelation[name][list(METRICS)].mean().to_dict()})
     table = pd.DataFrame(rows)
     if table.empty:
         return table
@@ -125,70 +192,6 @@ def sensitivity_table(methods: Mapping[str, Mapping], frontiers: pd.DataFrame,
     labelled = [table[table["series"].notna()]]
     labelled += [unpenalised.assign(series=label) for label in sorted(s for s in series if s is not None)]
     return pd.concat(labelled, ignore_index=True)
-
-
-def summary_markdown(run_name: str, tables: EvaluationTables, rm_accuracy: Sequence[Mapping],
-                     decorrelation: Mapping[str, pd.DataFrame], wall_seconds: float | None,
-                     seed_hypervolumes: pd.DataFrame | None = None, target: str = "mva") -> str:
-    """The key numbers of a run as Markdown (results/<run>/summary.md)."""
-    lines = [f"# MVA run `{run_name}`", ""]
-    if wall_seconds is not None:
-        lines += [f"Total job time (sum of Snakemake benchmark wall clocks): {wall_seconds / 60:.1f} min", ""]
-    lines += ["## Reward models (pairwise accuracy on held-out eval pairs)", ""]
-    lines += [to_markdown(pd.DataFrame([{k: r[k] for k in ("value", "accuracy", "n", "mean_margin")} for r in rm_accuracy])), ""]
-    hv = tables.frontiers[["method", "n_points", "n_frontier", "hypervolume", "hv_ci_low", "hv_ci_high"]]
-    lines += ["## Hypervolume of each method's Pareto frontier (bootstrap CI over prompts)", "", to_markdown(hv), ""]
-    best = hv.sort_values("hypervolume", ascending=False).iloc[0]
-    lines += [f"Largest hypervolume: **{best['method']}** ({best['hypervolume']:.4g}).", ""]
-    if seed_hypervolumes is not None and seed_hypervolumes["seed"].nunique() > 2:
-        across = seed_hypervolumes[seed_hypervolumes["seed"] == "all"]
-        lines += ["## Hypervolume across training seeds (mean, t-interval)", "",
-                  to_markdown(across[["method", "n_seeds", "hypervolume", "ci_low", "ci_high"]]), ""]
-    if len(tables.win_rates):
-        cols = ["weighting", "baseline", "value", "wins", "ties", "losses", "win_rate", "ci_low", "ci_high"]
-        lines += ["## Win rates of the target method's selected model", "", to_markdown(tables.win_rates[cols]), ""]
-    claims = paper_claims(tables, decorrelation, target)
-    if claims:
-        lines += ["## The paper's qualitative claims on this run", "", *claims, ""]
-    rows = []
-    for method, table in decorrelation.items():
-        for (a, b), part in table.groupby(["value_a", "value_b"]):
-            rows.append({"method": method, "pair": f"{a}/{b}", "hsic_lora_a": part["hsic_lora_a"].mean(),
-                         "hsic_delta_w": part["hsic_delta_w"].mean(), "cosine_delta_w": part["cosine_delta_w"].mean()})
-    if rows:
-        lines += ["## Measured decorrelation of the value vectors (mean over LoRA modules)", "",
-                  to_markdown(pd.DataFrame(rows)), ""]
-    return "\n".join(lines)
-
-
-def paper_claims(tables: EvaluationTables, decorrelation: Mapping[str, pd.DataFrame], target: str) -> list[str]:
-    """Each of the paper's qualitative claims that this run can test, with its numbers and a verdict."""
-    hv = tables.frontiers.set_index("method")
-    lines = []
-
-    def verdict(holds: bool) -> str:
-        return "reproduced" if holds else "NOT reproduced"
-
-    if target in hv.index:
-        def hv_text(m: str) -> str:
-            return f"{hv.loc[m, 'hypervolume']:.4g} [{hv.loc[m, 'hv_ci_low']:.4g}, {hv.loc[m, 'hv_ci_high']:.4g}]"
-
-        for other, claim in [("soup", "decorrelated value vectors give a better frontier than undecorrelated ones (Fig. 2)"),
-                             ("ortho", "HSIC beats an orthogonality constraint (Fig. 4)"),
-                             ("modpo", "MVA's frontier beats MODPO's (Fig. 2)")]:
-            if other in hv.index:
-                holds = hv.loc[target, "hypervolume"] > hv.loc[other, "hypervolume"]
-                lines.append(f"- {claim}: hypervolume {target} {hv_text(target)} vs {other} {hv_text(other)} "
-                             f"-> {verdict(holds)}")
-    if len(tables.win_rates):
-        mean_rate = tables.win_rates["win_rate"].mean()
-        lines.append(f"- {target} wins against the baselines (Fig. 3): mean win rate {mean_rate:.3f} over "
-                     f"{len(tables.win_rates)} (weighting, baseline, value) cells -> {verdict(mean_rate > 0.5)}")
-    if target in decorrelation and "soup" in decorrelation:
-        ours, theirs = decorrelation[target]["hsic_lora_a"].mean(), decorrelation["soup"]["hsic_lora_a"].mean()
-        lines.append(f"- the HSIC penalty decorrelates the value vectors: mean HSIC (A rows) {target} {ours:.4g} vs "
-                     f"soup {theirs:.4g} -> {verdict(ours < theirs)}")
-    return lines
 
 
 def read_decorrelation(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:

@@ -25,6 +25,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from mva_core.artifacts import atomic_directory, config_hash, library_versions, write_json, write_parquet
 from mva_core.runtime import resume_point
 from mva_core.shards import run_sharded
+from mva_core.statistics import accuracy_check
 
 if TYPE_CHECKING:  # trl, peft and datasets are imported only by training: scoring jobs start faster without them
     from datasets import Dataset
@@ -427,14 +428,15 @@ def _check_finite_rewards(rewards: np.ndarray, row_ids: Sequence[Any], scorer: R
                                    f"e.g. {bad[:5]}; nothing was written")
 
 
-def pairwise_accuracy(scorer: RewardScorer, pairs: pd.DataFrame) -> dict[str, float | int]:
-    """Fraction of pairs where chosen outscores rejected, with the pair count and mean margin."""
+def pairwise_accuracy(scorer: RewardScorer, pairs: pd.DataFrame) -> dict[str, float | int | str]:
+    """Fraction of pairs where chosen outscores rejected, its exact binomial CI and whether it is better than
+    chance (``mva_core.statistics.accuracy_check``), with the pair count and mean margin."""
     prompts, chosen, rejected = _pair_lists(pairs)
     rewards = scorer.score(prompts + prompts, chosen + rejected)
     ids = pairs["pair_id"].astype(str).tolist()
     _check_finite_rewards(rewards, [f"pair_id={i} (chosen)" for i in ids] + [f"pair_id={i} (rejected)" for i in ids], scorer)
     margin = rewards[: len(chosen)] - rewards[len(chosen) :]
-    return {"accuracy": float(np.mean(margin > 0)), "n": len(margin), "mean_margin": float(np.mean(margin))}
+    return {**accuracy_check(int(np.sum(margin > 0)), len(margin)), "mean_margin": float(np.mean(margin))}
 
 
 def score_generations(

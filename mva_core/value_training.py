@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import shutil
 import time
@@ -158,6 +159,7 @@ def train_value_vector(
     threads: int | None = None,
     margin_weights: Mapping[str, float] | None = None,
     target_weight: float = 1.0,
+    init_seed: int | None = None,
 ) -> Path:
     """DPO-train a LoRA value vector on ``pairs`` and write it to ``output_dir`` (atomically).
 
@@ -167,7 +169,9 @@ def train_value_vector(
     ``frozen_vectors`` maps value name -> directory of an earlier adapter to decorrelate from. Checkpoints go to
     ``checkpoint_dir`` every ``dpo.save_steps`` steps; a rerun with the same inputs and settings resumes from the
     latest one (checkpoints of a different run are discarded), and the directory is deleted once the result is
-    written. Output: ``adapter_model.safetensors`` + ``adapter_config.json`` (adapter ``default``
+    written. ``init_seed`` seeds the fresh adapter's initialisation (default ``dpo.seed``); the workflow derives it
+    from (training seed, value) with :func:`derive_seed`, so two values never start from the same LoRA weights
+    while ``dpo.seed`` alone seeds the data order. Output: ``adapter_model.safetensors`` + ``adapter_config.json`` (adapter ``default``
     only), ``training_log.parquet`` and ``metadata.json``.
     """
     started = time.monotonic()
@@ -180,6 +184,7 @@ def train_value_vector(
         "frozen_vectors": frozen,
         "margin_weights": dict(margin_weights or {}),
         "target_weight": target_weight,
+        "init_seed": dpo.seed if init_seed is None else init_seed,
     }
     run["settings"] = {name: dataclasses.asdict(x) for name, x in (("lora", lora), ("dpo", dpo), ("penalty", penalty))}
     resume_from = resume_point(checkpoint_dir, run)
@@ -190,7 +195,7 @@ def train_value_vector(
 
     tokenizer = AutoTokenizer.from_pretrained(sft_model_dir)
     base = AutoModelForCausalLM.from_pretrained(sft_model_dir, dtype=dtype).to("cuda" if on_cuda else "cpu")
-    set_seed(dpo.seed)  # the fresh adapter's initialisation
+    set_seed(run["init_seed"])  # the fresh adapter's initialisation (the trainer reseeds with dpo.seed for data order)
     lora_config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -260,6 +265,7 @@ def train_value_vector(
         write_json(
             {
                 "seed": dpo.seed,
+                "init_seed": run["init_seed"],
                 "sft_model_dir": run["sft_model_dir"],
                 "frozen_vectors": frozen,
                 "margin_weights": run["margin_weights"],
@@ -278,6 +284,12 @@ def train_value_vector(
         )
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return Path(output_dir)
+
+
+def derive_seed(training_seed: int, *parts: object) -> int:
+    """A 32-bit seed from a training seed and names, e.g. ``derive_seed(42, "value", "helpful")`` (sha256-based)."""
+    text = "/".join(str(x) for x in (training_seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
 
 def training_log(log_history: list[dict[str, Any]]) -> pd.DataFrame:

@@ -1,5 +1,12 @@
 # Evaluation: held-out prompts (eval splits and/or evaluation.prompt_sources) -> one generation job per method
-# (all grid points, one model load) -> one scoring job per method and value -> frontiers, hypervolumes, win rates.
+# (all grid points, one model load) -> one scoring job per method and value -> held-out selection, frontiers,
+# paired comparisons and win rates (tables/).
+
+# Tables of the frontiers rule: field of mva_core.reporting.EvaluationTables -> tables/<file>.parquet
+TABLES = {"means": "mean_rewards", "frontiers": "frontiers", "selections": "selections", "win_rates": "win_rates",
+          "comparisons": "comparisons", "leader": "hypervolume_leader", "seed_hypervolumes": "hypervolume_by_seed",
+          "design": "design"}
+MARKDOWN_TABLES = ["frontiers", "win_rates", "comparisons"]
 
 
 rule evaluation_prompts:
@@ -100,14 +107,10 @@ rule frontiers:
             f"{RUN}/seed_{{seed}}/evaluation/{{method}}/scores_{{value}}.parquet", seed=SEEDS, method=METHODS, value=VALUES
         ),
         points=expand(f"{RUN}/evaluation/{{method}}/points.parquet", method=METHODS),
+        prompts=f"{RUN}/evaluation/prompts.parquet",
     output:
-        means=f"{RUN}/tables/mean_rewards.parquet",
-        frontiers=f"{RUN}/tables/frontiers.parquet",
-        markdown=f"{RUN}/tables/frontiers.md",
-        selections=f"{RUN}/tables/selections.parquet",
-        win_rates=f"{RUN}/tables/win_rates.parquet",
-        win_markdown=f"{RUN}/tables/win_rates.md",
-        seed_hypervolumes=f"{RUN}/tables/hypervolume_by_seed.parquet",
+        **{name: f"{RUN}/tables/{stem}.parquet" for name, stem in TABLES.items()},
+        **{f"{name}_md": f"{RUN}/tables/{TABLES[name]}.md" for name in MARKDOWN_TABLES},
     params:
         seeds=SEEDS,
         values=VALUES,

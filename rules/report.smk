@@ -20,12 +20,8 @@ TRAINING_RUNS = sorted({(vector_chain(config, m, v), v) for m in VECTOR_METHODS 
 
 rule figures:
     input:
-        means=f"{RUN}/tables/mean_rewards.parquet",
-        frontiers=f"{RUN}/tables/frontiers.parquet",
-        selections=f"{RUN}/tables/selections.parquet",
-        win_rates=f"{RUN}/tables/win_rates.parquet",
+        **{name: f"{RUN}/tables/{stem}.parquet" for name, stem in TABLES.items()},
         points=expand(f"{RUN}/evaluation/{{method}}/points.parquet", method=METHODS),
-        seed_hypervolumes=f"{RUN}/tables/hypervolume_by_seed.parquet",
         training_logs=[f"{RUN}/seed_{SEEDS[0]}/value_vectors/{c}/{v}" for c, v in TRAINING_RUNS],
         decorrelation=expand(f"{RUN}/seed_{{seed}}/decorrelation/{{method}}.parquet", seed=SEEDS, method=VECTOR_METHODS),
         accuracy=expand(f"{RUN}/reward_models/accuracy_{{value}}.json", value=VALUES),
@@ -49,6 +45,7 @@ rule figures:
         sensitivity=SENSITIVITY,
         log_labels=[f"{c}/{v}" for c, v in TRAINING_RUNS],
         run_dir=RUN,
+        tables=list(TABLES),
         run_name=config["run_name"],
         target=config["evaluation"]["win_rate_target"],
     log:

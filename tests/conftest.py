@@ -32,12 +32,16 @@ def snakemake(*args: str, workdir: Path | None = None, timeout: int = 1200) -> s
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """The whole smoke DAG, run once on synthetic HH data in a temporary working directory: (workdir, args)."""
+    """The whole smoke DAG (plus ``mva_twin``, a renamed copy of mva), run once on synthetic HH data in a temporary
+    working directory: (workdir, args)."""
     from synthetic import write_smoke_data_root
 
     workdir = tmp_path_factory.mktemp("smoke")
     data_root = write_smoke_data_root(tmp_path_factory.mktemp("smoke_data"))
-    args = ["--cores", "2", "--configfile", str(REPO / "config/smoke.yaml"), "--config", f"data_roots=['{data_root}']"]
+    twin = workdir / "twin.yaml"  # a copy of mva under another name: identical vectors and answers
+    twin.write_text("methods:\n  mva_twin: {penalty: {kind: hsic, weight: 10.0, form: lora_a, sigma: 1.0}}\n")
+    args = ["--cores", "2", "--configfile", str(REPO / "config/smoke.yaml"), str(twin),
+            "--config", f"data_roots=['{data_root}']"]
     result = snakemake(*args, workdir=workdir)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     return workdir, args

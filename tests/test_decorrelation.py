@@ -37,12 +37,16 @@ def materialised(adapter_dir, module):
     return A.double(), s * B.double() @ A.double()  # fp64 reference kernels (entries are close to 1 at sigma 3)
 
 
-def rbf(X: torch.Tensor, sigma: float) -> torch.Tensor:
-    return torch.exp(-(torch.cdist(X, X) ** 2) / (2 * sigma**2))
+def rbf(X: torch.Tensor, sigma: float | str) -> torch.Tensor:
+    """fp64 RBF kernel; ``"median"``: 2σ² = the (lower) median squared distance over pairs i < j."""
+    d = torch.cdist(X, X) ** 2
+    i, j = torch.triu_indices(len(X), len(X), offset=1)
+    two_sigma_sq = d[i, j].median() if sigma == "median" else 2 * sigma**2
+    return torch.exp(-d / two_sigma_sq)
 
 
 def hsic64(K: torch.Tensor, L: torch.Tensor) -> float:
-    """tr(K H L H) / n^2 in fp64 (kernel entries here are close to 1: fp32 would keep ~3 digits)."""
+    """tr(K H L H) / n^2 in fp64 (kernel entries here can be close to 1: fp32 would keep ~3 digits)."""
     n = K.shape[0]
     H = torch.eye(n, dtype=torch.float64) - 1.0 / n
     return float(torch.trace(K.double() @ H @ L.double() @ H) / n**2)
@@ -58,25 +62,26 @@ def test_read_adapter(adapters):
         read_adapter(adapters["helpful"].parent)
 
 
-def test_table_matches_materialised_delta_w(adapters):
-    sigma = 3.0
-    table = decorrelation_table(adapters, sigma=sigma)
-    assert list(table.columns) == ["module", "value_a", "value_b", "hsic_lora_a", "hsic_delta_w", "cosine_delta_w"]
+def test_table_has_every_estimator_and_matches_materialised_delta_w(adapters):
+    table = decorrelation_table(adapters)
+    assert list(table.columns) == ["module", "value_a", "value_b", "hsic_lora_a_sigma1", "hsic_lora_a_median",
+                                   "hsic_delta_w_sigma1", "hsic_delta_w_median", "cosine_delta_w"]
     assert len(table) == 4 and set(table["value_a"]) == {"helpful"} and set(table["value_b"]) == {"harmless"}
     for row in table.itertuples():
         A_u, dW_u = materialised(adapters["helpful"], row.module)
         A_v, dW_v = materialised(adapters["harmless"], row.module)
-        assert row.hsic_delta_w == pytest.approx(hsic64(rbf(dW_u, sigma), rbf(dW_v, sigma)), rel=1e-4, abs=1e-8)
-        assert row.hsic_lora_a == pytest.approx(hsic64(rbf(A_u, sigma), rbf(A_v, sigma)), rel=1e-4, abs=1e-8)
+        for name, sigma in (("sigma1", 1.0), ("median", "median")):
+            expected_dw = hsic64(rbf(dW_u, sigma), rbf(dW_v, sigma))
+            expected_a = hsic64(rbf(A_u, sigma), rbf(A_v, sigma))
+            assert getattr(row, f"hsic_delta_w_{name}") == pytest.approx(expected_dw, rel=1e-3, abs=1e-8)
+            assert getattr(row, f"hsic_lora_a_{name}") == pytest.approx(expected_a, rel=1e-3, abs=1e-8)
         expected_cosine = torch.nn.functional.cosine_similarity(dW_u.flatten(), dW_v.flatten(), dim=0)
         assert row.cosine_delta_w == pytest.approx(float(expected_cosine), abs=1e-9)
-    assert table["hsic_delta_w"].gt(0).all()
+    assert table["hsic_delta_w_median"].gt(0).all()
 
 
 def test_cosine_with_itself_is_one_and_summary(adapters):
-    table = decorrelation_table(
-        {"a": adapters["helpful"], "b": adapters["helpful"], "c": adapters["harmless"]}, sigma="median"
-    )
+    table = decorrelation_table({"a": adapters["helpful"], "b": adapters["helpful"], "c": adapters["harmless"]})
     same = table[(table.value_a == "a") & (table.value_b == "b")]
     assert same["cosine_delta_w"].to_numpy() == pytest.approx(1.0, abs=1e-12)
     summary = summarize_decorrelation(table)
@@ -86,13 +91,9 @@ def test_cosine_with_itself_is_one_and_summary(adapters):
         ("b", "c"),
     ]
     assert summary["n_modules"].tolist() == [4, 4, 4]
-    assert summary.loc[0, "hsic_delta_w"] == pytest.approx(same["hsic_delta_w"].mean())
+    assert summary.loc[0, "hsic_delta_w_median"] == pytest.approx(same["hsic_delta_w_median"].mean())
 
 
-def test_table_row_sampling_and_errors(adapters):
-    sampled = decorrelation_table(adapters, sigma=3.0, max_rows=16)
-    full = decorrelation_table(adapters, sigma=3.0)
-    assert (sampled["hsic_lora_a"] == full["hsic_lora_a"]).all()
-    assert not (sampled["hsic_delta_w"] == full["hsic_delta_w"]).all()
+def test_table_needs_two_adapters(adapters):
     with pytest.raises(ValueError, match="at least two"):
         decorrelation_table({"helpful": adapters["helpful"]})

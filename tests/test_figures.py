@@ -11,8 +11,8 @@ from mva_core.figures import (
     plot_training_curves,
     plot_win_rates,
 )
-from mva_core.frontier import frontier_ids, frontier_table, mean_rewards, wide_means
-from mva_core.winrate import select_points, win_rates
+from mva_core.frontier import wide_means
+from mva_core.reporting import build_tables
 
 LAMS = [0.0, 0.5, 1.0]
 
@@ -33,11 +33,13 @@ def run() -> dict:
                         score_rows.append((method, f"{a:g}_{b:g}", f"q{j}", value, centre + rng.normal(0, 0.2)))
     points = pd.DataFrame(point_rows)
     scores = pd.DataFrame(score_rows, columns=["method", "point_id", "prompt_id", "value", "reward"])
-    wide = wide_means(mean_rewards(scores, n_boot=50), with_ci=True)
-    table = frontier_table(scores, points, reference="min", n_boot=20)
-    selections = select_points(wide, points, [{"helpful": 0.5, "harmless": 0.5}, {"helpful": 1.0}])
-    return {"points": points, "wide": wide, "frontier": table,
-            "wins": win_rates(scores, selections, target_method="mva", n_boot=50)}
+    prompts = pd.DataFrame({"prompt_id": [f"q{j}" for j in range(12)], "origin": "x"})
+    evaluation = {"bootstrap": 50, "ci": 0.95, "reference_point": "min", "selection_fraction": 0.5,
+                  "selection_weightings": None, "weightings": [[0.5, 0.5], [0.0, 1.0]], "win_rate_target": "mva",
+                  "tie_tolerance": 0.0}
+    tables = build_tables(scores, points, prompts, evaluation, ["harmless", "helpful"], seed=0)
+    return {"points": points, "wide": wide_means(tables.means, with_ci=True), "wins": tables.win_rates,
+            "frontier_ids": dict(zip(tables.frontiers["method"], tables.frontiers["frontier_ids"]))}
 
 
 def assert_written(paths: list[Path]) -> None:
@@ -48,7 +50,7 @@ def assert_written(paths: list[Path]) -> None:
 
 @pytest.mark.parametrize("error_bars", [False, True])
 def test_plot_frontiers(run, tmp_path, error_bars):
-    paths = plot_frontiers(run["wide"], run["points"], frontier_ids(run["frontier"]), tmp_path / "frontier",
+    paths = plot_frontiers(run["wide"], run["points"], run["frontier_ids"], tmp_path / "frontier",
                            values=("helpful", "harmless"), error_bars=error_bars)
     assert_written(paths)
 

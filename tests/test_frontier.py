@@ -5,10 +5,8 @@ import pandas as pd
 import pytest
 
 from mva_core.frontier import (
-    frontier_ids,
-    frontier_table,
     hypervolume,
-    mean_rewards,
+    hypervolumes,
     pareto_mask,
     reference_point,
     reward_tensor,
@@ -104,24 +102,15 @@ def test_hypervolume_rejects_wrong_reference_length():
         hypervolume(np.ones((2, 3)), [0, 0])
 
 
-# --- scores, means, CIs ----------------------------------------------------------------------------------
-
-def test_mean_rewards_constant_rewards_give_zero_width_ci():
-    scores = long_scores({("m", "p0"): np.full((2, 7), 0.25), ("m", "p1"): np.full((2, 7), -1.5)})
-    means = mean_rewards(scores, n_boot=200)
-    assert len(means) == 4 and set(means["n_prompts"]) == {7}
-    np.testing.assert_allclose(means["ci_low"], means["mean"])
-    np.testing.assert_allclose(means["ci_high"], means["mean"])
+def test_batched_hypervolumes_equal_the_exact_loop():
+    rng = np.random.default_rng(0)
+    for k in (2, 3):
+        sets = rng.normal(size=(50, 6, k))
+        expected = [hypervolume(part, np.full(k, -0.5)) for part in sets]
+        np.testing.assert_allclose(hypervolumes(sets, np.full(k, -0.5)), expected, rtol=1e-12)
 
 
-def test_mean_rewards_mean_and_ci_cover_it():
-    rng = np.random.default_rng(1)
-    arr = rng.normal(size=(2, 50))
-    means = mean_rewards(long_scores({("m", "p0"): arr}), n_boot=500).set_index("value")
-    for i, v in enumerate(VALUES):
-        assert means.loc[v, "mean"] == pytest.approx(arr[i].mean())
-        assert means.loc[v, "ci_low"] < arr[i].mean() < means.loc[v, "ci_high"]
-
+# --- scores and tables -----------------------------------------------------------------------------------
 
 def test_reward_tensor_names_missing_and_duplicate_scores():
     scores = long_scores({("m", "p0"): np.zeros((2, 3)), ("m", "p1"): np.zeros((2, 3))})
@@ -132,8 +121,8 @@ def test_reward_tensor_names_missing_and_duplicate_scores():
 
 
 def test_wide_means_layout():
-    scores = long_scores({("m", "p0"): np.ones((2, 3)), ("m", "p1"): np.zeros((2, 3))})
-    means = mean_rewards(scores, n_boot=20)
+    means = pd.DataFrame({"method": ["m"] * 4, "point_id": ["p0", "p0", "p1", "p1"], "value": VALUES * 2,
+                          "mean": [1.0, 1.0, 0.0, 0.0], "ci_low": 0.0, "ci_high": 2.0})
     wide = wide_means(means)
     assert list(wide.columns) == VALUES and wide.loc[("m", "p0"), "helpful"] == 1
     assert "helpful_ci_low" in wide_means(means, with_ci=True).columns
@@ -152,52 +141,6 @@ def test_reference_point_modes():
         reference_point(wide, [1, 2, 3])
     with pytest.raises(ValueError, match="kind == 'sft'"):
         reference_point(wide, "sft", points.assign(kind="grid"))
-
-
-# --- frontier table --------------------------------------------------------------------------------------
-
-def synthetic_run(n_prompts: int = 60, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """SFT at 0; 'bad' trades off on a quarter circle of radius 1, 'good' on radius 2; plus a dominated point."""
-    rng = np.random.default_rng(seed)
-
-    def noise() -> np.ndarray:
-        return rng.normal(scale=0.5, size=(2, n_prompts))
-
-    rewards, kinds = {("sft", "sft"): noise()}, {("sft", "sft"): "sft"}
-    for method, radius in [("bad", 1.0), ("good", 2.0)]:
-        for i, angle in enumerate(np.linspace(0, np.pi / 2, 5)):
-            centre = radius * np.array([np.cos(angle), np.sin(angle)])
-            rewards[(method, f"g{i}")] = centre[:, None] + noise()
-            kinds[(method, f"g{i}")] = "grid"
-        rewards[(method, "dominated")] = np.full((2, 1), 0.1) + noise()
-        kinds[(method, "dominated")] = "grid"
-    return long_scores(rewards), points_table(kinds)
-
-
-def test_frontier_table_dominant_method_has_larger_hypervolume():
-    scores, points = synthetic_run()
-    table = frontier_table(scores, points, reference=[-0.5, -0.5], n_boot=200, seed=0).set_index("method")
-    good, bad = table.loc["good"], table.loc["bad"]
-    assert good.hypervolume > bad.hypervolume
-    assert good.hv_ci_low > bad.hv_ci_high
-    assert good.hv_ci_low <= good.hypervolume <= good.hv_ci_high
-    assert "dominated" not in good.frontier_ids and len(good.frontier_ids) == good.n_frontier
-    assert table.loc["sft", "n_points"] == 1 and table.loc["good", "ref_helpful"] == -0.5
-    assert frontier_ids(table.reset_index())["good"] == list(good.frontier_ids)
-
-
-def test_frontier_table_sft_reference_and_seed_determinism():
-    scores, points = synthetic_run(n_prompts=30)
-    first = frontier_table(scores, points, reference="sft", n_boot=50, seed=3)
-    second = frontier_table(scores.sample(frac=1, random_state=1), points, reference="sft", n_boot=50, seed=3)
-    pd.testing.assert_frame_equal(first, second)
-    assert first.set_index("method").loc["sft", "hypervolume"] == 0
-
-
-def test_frontier_table_requires_points_for_every_scored_point():
-    scores, points = synthetic_run(n_prompts=10)
-    with pytest.raises(ValueError, match="missing from the points table"):
-        frontier_table(scores, points.iloc[1:], n_boot=5)
 
 
 def test_to_markdown_pipe_table():

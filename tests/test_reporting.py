@@ -1,58 +1,125 @@
-"""Seeds pooling, per-seed hypervolumes, the sensitivity table and the summary page."""
+"""From scores to tables and summary.md: held-out selection, frontiers, per-seed hypervolumes, sensitivity and
+claims that come from the paired comparisons alone."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mva_core.reporting import build_tables, hypervolume_by_seed, pool_seeds, sensitivity_table, summary_markdown
+from mva_core.reporting import build_tables, sensitivity_table
+from mva_core.statistics import accuracy_check
+from mva_core.summary import summary_markdown
 
-EVALUATION = {"bootstrap": 50, "ci": 0.95, "reference_point": [0.0, 0.0], "weightings": [[0.5, 0.5]],
-              "win_rate_target": "mva", "tie_tolerance": 0.0}
-
-
-def _points():
-    rows = []
-    for method in ["mva", "soup"]:
-        rows += [{"method": method, "point_id": "0_0", "kind": "sft", "lam_a": 0.0, "lam_b": 0.0},
-                 {"method": method, "point_id": "1_1", "kind": "grid", "lam_a": 1.0, "lam_b": 1.0}]
-    return pd.DataFrame(rows)
+EVALUATION = {"bootstrap": 200, "ci": 0.95, "reference_point": "sft", "weightings": [[0.5, 0.5]],
+              "selection_weightings": None, "selection_fraction": 0.5, "win_rate_target": "good",
+              "tie_tolerance": 0.0}
+VALUES = ["helpful", "harmless"]  # training order; tables sort values alphabetically
 
 
-def _scores(seeds=(1, 2), n_prompts=6):
+def synthetic_run(n_prompts: int = 40, seeds=(1, 2), gap: float = 1.0, noise: float = 0.5):
+    """SFT at 0; 'bad' trades off on a quarter circle of radius 1, 'good' on 1 + gap, each with a dominated point."""
     rng = np.random.default_rng(0)
-    rows = []
-    for seed in seeds:
-        for method, level in [("mva", 2.0 + seed), ("soup", 1.0)]:
-            for point, scale in [("0_0", 0.5), ("1_1", 1.0)]:
-                for prompt in range(n_prompts):
-                    for value in ["a", "b"]:
-                        rows.append({"method": method, "point_id": point, "prompt_id": f"p{prompt}", "value": value,
-                                     "seed": seed, "reward": level * scale + 0.01 * rng.normal()})
-    return pd.DataFrame(rows)
+    points, rows = [], []
+    centres = {("good", "sft"): (0.0, 0.0), ("bad", "sft"): (0.0, 0.0)}
+    for method, radius in [("bad", 1.0), ("good", 1.0 + gap)]:
+        for i, angle in enumerate(np.linspace(0, np.pi / 2, 5)):
+            centres[(method, f"g{i}")] = (radius * np.cos(angle), radius * np.sin(angle))
+        centres[(method, "dominated")] = (0.1, 0.1)
+    for (method, point), centre in centres.items():
+        points.append({"method": method, "point_id": point, "kind": "sft" if point == "sft" else "grid",
+                       "lam_helpful": 0.0, "lam_harmless": 0.0})
+    sft_noise = rng.normal(scale=noise, size=(len(seeds), 2, n_prompts))
+    for s, seed in enumerate(seeds):
+        for (method, point), centre in centres.items():
+            draw = sft_noise[s] if point == "sft" else rng.normal(scale=noise, size=(2, n_prompts))
+            for v, value in enumerate(VALUES):
+                for j in range(n_prompts):
+                    rows.append({"method": method, "point_id": point, "prompt_id": f"q{j:03d}", "value": value,
+                                 "seed": seed, "reward": centre[v] + draw[v, j]})
+    prompts = pd.DataFrame({"prompt_id": [f"q{j:03d}" for j in range(n_prompts)], "origin": "helpful"})
+    return pd.DataFrame(rows), pd.DataFrame(points), prompts
 
 
-def test_pooling_makes_seed_prompt_pairs_the_unit():
-    pooled = pool_seeds(_scores())
-    assert pooled["prompt_id"].nunique() == 12
-    assert pooled["prompt_id"].iloc[0].startswith("s1/")
+@pytest.fixture(scope="module")
+def tables():
+    return build_tables(*synthetic_run(), EVALUATION, VALUES, seed=0)
 
 
-def test_hypervolume_by_seed_reports_each_seed_and_a_t_interval():
-    table = hypervolume_by_seed(_scores(), _points(), EVALUATION, seed=0)
-    per_seed = table[table["seed"] != "all"].set_index(["method", "seed"])["hypervolume"]
-    assert per_seed[("mva", "1")] == pytest.approx(9.0, rel=0.02)  # (2+1)^2 against reference (0, 0)
-    assert per_seed[("mva", "2")] == pytest.approx(16.0, rel=0.02)
-    across = table[table["seed"] == "all"].set_index("method")
-    assert across.loc["mva", "hypervolume"] == pytest.approx(12.5, rel=0.02)
-    assert across.loc["mva", "ci_low"] < 9.0 and across.loc["mva", "ci_high"] > 16.0
-    assert across.loc["mva", "n_seeds"] == 2
+def test_design_and_means_use_disjoint_prompts(tables):
+    design = tables.design.iloc[0]
+    assert (design.n_prompts, design.n_selection_prompts, design.n_test_prompts, design.n_seeds) == (40, 20, 20, 2)
+    assert design.seeds_resampled and design.n_weightings == 11
+    means = tables.means.set_index(["method", "point_id", "value"])
+    row = means.loc[("good", "g0", "helpful")]
+    assert row.ci_low < row["mean"] < row.ci_high and row["mean"] != row.mean_selection
+
+
+def test_frontiers_are_descriptive_and_hypervolumes_come_from_selected_points(tables):
+    frontiers = tables.frontiers.set_index("method")
+    assert "dominated" not in frontiers.loc["good", "frontier_ids"]
+    assert frontiers.loc["good", "hypervolume"] > frontiers.loc["bad", "hypervolume"]
+    assert 1 <= frontiers.loc["good", "n_selected"] <= 6
+    selections = tables.selections
+    assert len(selections) == 2 * 11 * 2  # seeds x weightings x methods
+    assert set(selections["seed"]) == {"1", "2"}
+
+
+def test_comparisons_support_a_real_difference_and_the_leader_is_named(tables):
+    comparisons = tables.comparisons.set_index(["metric", "value", "weighting"])
+    assert comparisons.loc[("hypervolume", "", ""), "verdict"] == "supported"
+    assert comparisons.loc[("weighted_reward", "", "all"), "estimate"] > 0
+    assert tables.leader.iloc[0]["method_a"] == "good" and tables.leader.iloc[0]["verdict"] == "supported"
+    wins = tables.win_rates.set_index(["weighting", "value"])
+    assert set(wins.index.get_level_values("weighting")) == {"helpful=0.5,harmless=0.5", "all"}
+
+
+def test_seed_hypervolumes_describe_each_seed(tables):
+    per_seed = tables.seed_hypervolumes
+    assert set(per_seed["seed"]) == {"1", "2", "all"}
+    across = per_seed[per_seed["seed"] == "all"].set_index("method")
+    assert across.loc["good", "n_seeds"] == 2 and across.loc["good", "ci_low"] < across.loc["good", "hypervolume"]
+
+
+def test_explicit_reference_is_given_in_training_order():
+    scores, points, prompts = synthetic_run(seeds=(1,))
+    built = build_tables(scores, points, prompts, {**EVALUATION, "reference_point": [-1.0, -2.0]}, VALUES, seed=0)
+    frontier = built.frontiers.iloc[0]
+    assert (frontier.ref_helpful, frontier.ref_harmless) == (-1.0, -2.0)
+    assert not built.design.iloc[0].seeds_resampled
+
+
+def accuracy(value, correct):
+    return {"value": value, **accuracy_check(correct, 64), "mean_margin": 0.1}
+
+
+def test_summary_claims_come_from_comparisons_with_verdicts(tables):
+    text = summary_markdown("demo", tables, [accuracy("helpful", 60), accuracy("harmless", 60)], {}, 60.0,
+                            target="good")
+    assert "good beats bad:" in text and "hypervolume: +" in text and "-> **supported**" in text
+    assert "Largest held-out hypervolume: **good**" in text
+    assert "20 report it" in text and "prompts and training seeds" in text and "1.0 min" in text
+    assert "not evidence" not in text
+
+
+def test_summary_names_no_leader_without_a_paired_difference_and_flags_chance_evaluators():
+    scores, points, prompts = synthetic_run(gap=0.0, seeds=(1,))
+    null = build_tables(scores, points, prompts, EVALUATION, VALUES, seed=0)
+    text = summary_markdown("null", null, [accuracy("helpful", 34), accuracy("harmless", 60)], {}, None,
+                            target="good")
+    assert "Largest held-out hypervolume" not in text and "No method has a distinguishably largest" in text
+    assert "prompt sampling only" in text
+    assert "Evaluators of ['helpful'] are not distinguishable from chance" in text
+    assert "mean_reward (helpful) averaged over weightings" in text
+    line = next(x for x in text.splitlines() if "mean_reward (helpful)" in x)
+    assert line.endswith("(evaluator at chance: not evidence)")
 
 
 def test_sensitivity_puts_the_unpenalised_method_at_weight_zero_of_every_series():
     frontiers = pd.DataFrame({"method": ["soup", "w1", "w10", "w10_s2"], "hypervolume": [1.0, 2.0, 3.0, 4.0],
                               "hv_ci_low": [0.5] * 4, "hv_ci_high": [5.0] * 4})
-    decor = {m: pd.DataFrame({"hsic_lora_a": [h], "hsic_delta_w": [0.0]}) for m, h in
+    metrics = {"hsic_lora_a_sigma1": 0.1, "hsic_lora_a_median": 0.2, "hsic_delta_w_sigma1": 0.0,
+               "hsic_delta_w_median": 0.3, "cosine_delta_w": 0.0}
+    decor = {m: pd.DataFrame([{**metrics, "hsic_lora_a_sigma1": h}]) for m, h in
              [("soup", 0.3), ("w1", 0.2), ("w10", 0.1), ("w10_s2", 0.05)]}
     methods = {"soup": {"penalty": {"kind": "none"}},
                "w1": {"penalty": {"kind": "hsic", "weight": 1.0, "form": "lora_a", "sigma": 1.0}},
@@ -61,13 +128,4 @@ def test_sensitivity_puts_the_unpenalised_method_at_weight_zero_of_every_series(
     table = sensitivity_table(methods, frontiers, decor)
     series = table.groupby("series")["weight"].apply(sorted).to_dict()
     assert series == {"lora_a, sigma=1.0": [0.0, 1.0, 10.0], "lora_a, sigma=2.0": [0.0, 10.0]}
-
-
-def test_summary_names_the_best_method_and_the_seed_interval():
-    scores, points = _scores(), _points()
-    tables = build_tables(pool_seeds(scores), points, EVALUATION, ["a", "b"], seed=0)
-    text = summary_markdown("demo", tables, [{"value": "a", "accuracy": 0.7, "n": 10, "mean_margin": 0.1}], {}, 60.0,
-                            hypervolume_by_seed(scores, points, EVALUATION, seed=0))
-    assert "Largest hypervolume: **mva**" in text
-    assert "across training seeds" in text and "1.0 min" in text
-    assert "decorrelated value vectors give a better frontier" in text and "-> reproduced" in text
+    assert set(metrics) <= set(table.columns)

@@ -57,7 +57,7 @@ def setup(tmp_path_factory):
     return root, pairs
 
 
-def train(setup, name, penalty=HSIC):
+def train(setup, name, penalty=HSIC, init_seed=None):
     root, pairs = setup
     return train_value_vector(
         root / "sft",
@@ -69,13 +69,14 @@ def train(setup, name, penalty=HSIC):
         penalty=penalty,
         checkpoint_dir=root / f"{name}.ckpt",
         threads=2,
+        init_seed=init_seed,
     )
 
 
 def total_hsic(setup, adapter_dir) -> float:
     root, _ = setup
-    table = decorrelation_table({"trained": adapter_dir, "helpful": root / "helpful"}, sigma=1.0)
-    return float(table["hsic_lora_a"].sum())
+    table = decorrelation_table({"trained": adapter_dir, "helpful": root / "helpful"})
+    return float(table["hsic_lora_a_sigma1"].sum())
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +203,18 @@ def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(setup, pen
     assert log["step"].tolist() == [1, 2, 3, 4]
     reference_log = pd.read_parquet(penalised / "training_log.parquet")
     assert log["penalty"].to_numpy() == pytest.approx(reference_log["penalty"].to_numpy(), rel=1e-4)
+
+
+def test_values_get_distinct_initialisations_and_record_them(setup):
+    """Two values of one run (init seeds derived from (seed, value)) must not share their starting LoRA A."""
+    seeds = {v: value_training.derive_seed(DPO.seed, "value", v) for v in ("first", "second")}
+    assert len(set(seeds.values())) == 2 and seeds["first"] == value_training.derive_seed(DPO.seed, "value", "first")
+    none = PenaltySettings(kind="none")
+    dirs = {v: train(setup, f"init_{v}", penalty=none, init_seed=s) for v, s in seeds.items()}
+    weights = {v: load_file(d / "adapter_model.safetensors") for v, d in dirs.items()}
+    a_keys = [k for k in weights["first"] if "lora_A" in k]
+    first = torch.cat([weights["first"][k].flatten() for k in a_keys])
+    second = torch.cat([weights["second"][k].flatten() for k in a_keys])
+    assert (first - second).norm() > 0.5 * first.norm()
+    for v, d in dirs.items():
+        assert json.loads((d / "metadata.json").read_text())["init_seed"] == seeds[v]

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from conftest import snakemake
 from safetensors.torch import load_file
 from synthetic import write_placeholder_sources
 
 from mva_core.artifacts import read_provenance
+from mva_core.comparisons import COMPARISON_COLUMNS
+from mva_core.decorrelation import METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["mva", "mva_dw", "soup", "ortho", "single", "expo", "modpo"]
@@ -65,7 +68,7 @@ def test_smoke_run_builds_value_vectors(smoke_run):
         assert weights and all(t.isfinite().all() for t in weights.values())
         assert "penalty" in pd.read_parquet(vector / "training_log.parquet").columns
     table = pd.read_parquet(run / "seed_1/decorrelation/mva.parquet")
-    assert {"hsic_lora_a", "hsic_delta_w", "cosine_delta_w"} <= set(table.columns)
+    assert set(METRICS) <= set(table.columns)
     assert len(table) > 0
     assert not list(run.rglob("*.tmp")), "temporary files left behind"
 
@@ -87,6 +90,10 @@ def test_smoke_run_evaluates_every_grid_point(smoke_run):
     expo = pd.read_parquet(run / "evaluation/expo/points.parquet")
     assert expo[["lam_helpful", "lam_harmless"]].max().max() > 1  # extrapolation beyond the value vectors
     assert len(pd.read_parquet(run / "tables/win_rates.parquet")) > 0
+    comparisons = pd.read_parquet(run / "tables/comparisons.parquet")
+    assert list(comparisons.columns) == COMPARISON_COLUMNS
+    assert set(comparisons["method_b"]) == set(METHODS + ["mva_twin"]) - {"mva"}
+    assert {"hypervolume", "mean_reward", "win_rate"} <= set(comparisons["metric"])
     for stem in ["frontier_helpful_vs_harmless", "win_rates", "heatmap_mva", "single_value_vectors", "training_curves"]:
         assert (run / f"figures/{stem}.png").stat().st_size > 0 and (run / f"figures/{stem}.pdf").stat().st_size > 0
     summary = (run / "summary.md").read_text()
@@ -107,3 +114,23 @@ def test_smoke_rerun_has_nothing_to_do_and_report_builds(smoke_run):
     report = snakemake(*args, "--report", str(workdir / "report.html"), workdir=workdir)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (workdir / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_identical_methods_under_two_names_are_inconclusive_on_every_metric(smoke_run):
+    run = smoke_run[0] / "results/smoke"
+    twin = pd.read_parquet(run / "tables/comparisons.parquet").query("method_b == 'mva_twin'")
+    assert len(twin) > 0 and set(twin["metric"]) >= {"hypervolume", "mean_reward", "win_rate", "weighted_reward"}
+    assert (twin["verdict"] == "inconclusive").all(), twin[twin["verdict"] != "inconclusive"]
+    assert (twin["estimate"] == 0).all()
+    summary = (run / "summary.md").read_text()
+    block = summary.split("- mva beats mva_twin:\n")[1].split("\n- ")[0].split("\n\n")[0].splitlines()
+    assert len(block) >= 4 and all("-> **inconclusive**" in line for line in block), block
+
+
+@pytest.mark.slow
+def test_value_vectors_of_one_run_start_from_distinct_initialisations(smoke_run):
+    run = smoke_run[0] / "results/smoke/seed_1/value_vectors/independent"
+    a = [load_file(run / value / "adapter_model.safetensors") for value in ("helpful", "harmless")]
+    first, second = (torch.cat([w[k].flatten() for k in sorted(w) if "lora_A" in k]) for w in a)
+    assert (first - second).norm() > 0.5 * first.norm()

@@ -10,15 +10,15 @@ from mva_core.reporting import (
     read_accuracies,
     read_decorrelation,
     sensitivity_table,
-    summary_markdown,
     total_wall_seconds,
     write_figures,
 )
+from mva_core.summary import summary_markdown
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake) as log:
     inp, params = snakemake.input, snakemake.params
-    tables = EvaluationTables(*(pd.read_parquet(p) for p in (inp.means, inp.frontiers, inp.selections, inp.win_rates)))
+    tables = EvaluationTables(**{name: pd.read_parquet(inp[name]) for name in snakemake.params.tables})
     points = pd.concat([pd.read_parquet(p) for p in inp.points], ignore_index=True)
     logs = {label: pd.read_parquet(f"{p}/training_log.parquet") for label, p in zip(params.log_labels, inp.training_logs)}
     decorrelation = read_decorrelation(inp.decorrelation)
@@ -29,7 +29,6 @@ with logged_job(snakemake) as log:
     log.info("wrote %s", [str(p) for p in written])
     benchmarks = glob.glob(f"{params.run_dir}/benchmarks/**/*.tsv", recursive=True)
     text = summary_markdown(params.run_name, tables, read_accuracies(inp.accuracy), decorrelation,
-                            total_wall_seconds(benchmarks) if benchmarks else None,
-                            pd.read_parquet(inp.seed_hypervolumes), params.target)
+                            total_wall_seconds(benchmarks) if benchmarks else None, params.target)
     text += "\n" + provenance_markdown(current_provenance(), [read_provenance(p) for p in [*inp.data_summaries, inp.prompts]])
     write_text(text, snakemake.output.summary)

@@ -2,12 +2,13 @@
 import pandas as pd
 
 from mva_core.penalties import PenaltySettings
-from mva_core.value_training import DPOSettings, LoraSettings, train_value_vector
+from mva_core.value_training import DPOSettings, LoraSettings, derive_seed, train_value_vector
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake):
     lora = dict(snakemake.params.lora)
     lora["target_modules"] = tuple(lora["target_modules"])
+    dpo = DPOSettings(**snakemake.params.dpo)
     weighting, target = snakemake.params.weighting, snakemake.params.target
     margins = {value: weight for value, weight in weighting.items() if value != target}
     train_value_vector(
@@ -16,10 +17,11 @@ with logged_job(snakemake):
         snakemake.output[0],
         frozen_vectors={value: snakemake.input[value] for value in margins},
         lora=LoraSettings(**lora),
-        dpo=DPOSettings(**snakemake.params.dpo),
+        dpo=dpo,
         penalty=PenaltySettings(),
         checkpoint_dir=snakemake.params.checkpoint_dir,
         threads=snakemake.threads,
         margin_weights=margins,
         target_weight=weighting[target],
+        init_seed=derive_seed(dpo.seed, "modpo", target, snakemake.wildcards.index),
     )

@@ -2,20 +2,22 @@
 import pandas as pd
 
 from mva_core.penalties import PenaltySettings
-from mva_core.value_training import DPOSettings, LoraSettings, train_value_vector
+from mva_core.value_training import DPOSettings, LoraSettings, derive_seed, train_value_vector
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake):
     lora = dict(snakemake.params.lora)
     lora["target_modules"] = tuple(lora["target_modules"])
+    dpo = DPOSettings(**snakemake.params.dpo)
     train_value_vector(
         snakemake.input.policy,
         pd.read_parquet(snakemake.input.pairs),
         snakemake.output[0],
         frozen_vectors={value: snakemake.input[value] for value in snakemake.params.frozen},
         lora=LoraSettings(**lora),
-        dpo=DPOSettings(**snakemake.params.dpo),
+        dpo=dpo,
         penalty=PenaltySettings(**snakemake.params.penalty),
         checkpoint_dir=snakemake.params.checkpoint_dir,
         threads=snakemake.threads,
+        init_seed=derive_seed(dpo.seed, "value", snakemake.wildcards.value),  # the same in every chain of this value
     )

@@ -1,0 +1,167 @@
+"""Paired comparisons of methods on held-out selected points: estimates, cluster-bootstrap CIs and verdicts.
+
+Input per method: the test-prompt rewards of its selected points, ``x[seed, weighting, value, prompt]`` (see
+``mva_core.selection``). A method's reward under weighting w is the mean over seeds and test prompts; its
+hypervolume is that of its per-weighting rewards against one fixed reference point. Every statistic is computed
+in each shared resample (``mva_core.statistics``), so differences between methods are paired.
+
+The comparisons table has one row per (other method, metric, value, weighting), the claimed direction always
+"target better": ``estimate`` is target − other (win rates: rate − 0.5) and ``verdict`` says whether the CI
+excludes 0 on the claimed side (supported), the other (contradicted) or neither (inconclusive). Weighting
+``all`` is the average over the selection weightings; an empty value or weighting means "not applicable".
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mva_core.frontier import hypervolumes
+from mva_core.selection import weighting_label
+from mva_core.statistics import ClusterResamples, percentile_interval, verdict
+
+COMPARISON_COLUMNS = ["method_a", "method_b", "metric", "value", "weighting", "estimate", "ci_low", "ci_high",
+                      "n_prompts", "n_seeds", "verdict"]
+ALL_WEIGHTINGS = "all"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic on the full sample and in every resample (first axis of ``boot``)."""
+
+    value: np.ndarray
+    boot: np.ndarray
+
+    def __sub__(self, other: Estimate) -> Estimate:
+        return Estimate(self.value - other.value, self.boot - other.boot)
+
+
+@dataclass(frozen=True)
+class MethodRewards:
+    """One method's mean rewards per (weighting, value), full sample and resampled."""
+
+    rewards: Estimate  # value (W, V), boot (B, W, V)
+
+    def weighted(self, weights: np.ndarray) -> Estimate:
+        """Σ_v w_v·R_v per weighting: value (W,), boot (B, W)."""
+        return Estimate((self.rewards.value * weights).sum(-1), (self.rewards.boot * weights).sum(-1))
+
+    def hypervolume(self, reference: np.ndarray) -> Estimate:
+        """Hypervolume of the per-weighting reward vectors: value (), boot (B,)."""
+        return Estimate(hypervolumes(self.rewards.value[None], reference)[0], hypervolumes(self.rewards.boot, reference))
+
+
+def method_rewards(x: np.ndarray, resamples: ClusterResamples) -> MethodRewards:
+    """Means of ``x[seed, weighting, value, prompt]`` over seeds and prompts, and their resamples."""
+    return MethodRewards(Estimate(x.mean(axis=(0, -1)), resamples.means(x)))
+
+
+def win_credit(a: np.ndarray, b: np.ndarray, tie_tol: float) -> np.ndarray:
+    """Per-prompt credit of a against b: 1 win, 0.5 tie (|a − b| <= tie_tol), 0 loss."""
+    if tie_tol < 0:
+        raise ValueError(f"tie_tol must be >= 0, got {tie_tol}")
+    diff = a - b
+    return np.where(np.abs(diff) <= tie_tol, 0.5, (diff > 0).astype(float))
+
+
+def _with_average(estimate: Estimate, axis: int = 0) -> Estimate:
+    """Append the mean over weightings (axis ``axis`` of the value, axis+1 of boot) as a last weighting."""
+    value = np.concatenate([estimate.value, estimate.value.mean(axis=axis, keepdims=True)], axis=axis)
+    boot = np.concatenate([estimate.boot, estimate.boot.mean(axis=axis + 1, keepdims=True)], axis=axis + 1)
+    return Estimate(value, boot)
+
+
+class Comparator:
+    """Everything needed to compare methods of one run: selected test rewards, weightings, reference, resamples."""
+
+    def __init__(self, selected: Mapping[str, np.ndarray], weightings: Sequence[Mapping[str, float]],
+                 values: Sequence[str], reference: Sequence[float], resamples: ClusterResamples,
+                 ci: float = 0.95, tie_tol: float = 0.0):
+        self.selected, self.values, self.resamples, self.ci, self.tie_tol = dict(selected), list(values), resamples, ci, tie_tol
+        self.weights = np.array([[w.get(v, 0.0) for v in self.values] for w in weightings], dtype=float)
+        self.labels = [weighting_label(w) for w in weightings] + [ALL_WEIGHTINGS]
+        self.reference = np.asarray(reference, dtype=float)
+        self.rewards = {m: method_rewards(x, resamples) for m, x in self.selected.items()}
+        first = next(iter(self.selected.values()))
+        self.n_seeds, self.n_prompts = first.shape[0], first.shape[-1]
+
+    def hypervolume(self, method: str) -> Estimate:
+        return self.rewards[method].hypervolume(self.reference)
+
+    def seed_hypervolume(self, method: str, seed_index: int) -> float:
+        """Hypervolume of one training seed's selected points (means over the test prompts)."""
+        means = self.selected[method][seed_index].mean(axis=-1)
+        return float(hypervolumes(means[None], self.reference)[0])
+
+    def win_rates(self, a: str, b: str) -> tuple[Estimate, np.ndarray]:
+        """Win rate of a against b per (weighting, value) with 'all' appended, and the raw credits."""
+        credit = win_credit(self.selected[a], self.selected[b], self.tie_tol)
+        return _with_average(method_rewards(credit, self.resamples).rewards), credit
+
+    def _row(self, a: str, b: str, metric: str, value: str, weighting: str, est: float, boot: np.ndarray) -> dict:
+        low, high = percentile_interval(boot, self.ci, self.n_prompts)
+        return {"method_a": a, "method_b": b, "metric": metric, "value": value, "weighting": weighting,
+                "estimate": float(est), "ci_low": float(low), "ci_high": float(high), "n_prompts": self.n_prompts,
+                "n_seeds": self.n_seeds, "verdict": verdict(low, high)}
+
+    def compare(self, a: str, b: str) -> list[dict]:
+        """Rows of the comparisons table for target ``a`` against ``b``."""
+        rows = []
+        hv = self.hypervolume(a) - self.hypervolume(b)
+        rows.append(self._row(a, b, "hypervolume", "", "", hv.value, hv.boot))
+        weighted = _with_average(self.rewards[a].weighted(self.weights) - self.rewards[b].weighted(self.weights))
+        for w, label in enumerate(self.labels):
+            rows.append(self._row(a, b, "weighted_reward", "", label, weighted.value[w], weighted.boot[:, w]))
+        mean = _with_average(self.rewards[a].rewards - self.rewards[b].rewards)
+        wins, _ = self.win_rates(a, b)
+        for metric, est, offset in (("mean_reward", mean, 0.0), ("win_rate", wins, 0.5)):
+            for v, value in enumerate(self.values):
+                for w, label in enumerate(self.labels):
+                    rows.append(self._row(a, b, metric, value, label, est.value[w, v] - offset,
+                                          est.boot[:, w, v] - offset))
+        return rows
+
+    def comparisons(self, target: str) -> pd.DataFrame:
+        """The comparisons table of ``target`` against every other method."""
+        if target not in self.selected:
+            raise ValueError(f"win_rate_target {target!r} is not among the evaluated methods {list(self.selected)}")
+        rows = [row for other in self.selected if other != target for row in self.compare(target, other)]
+        return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+    def win_rate_table(self, target: str, weightings: Sequence[str]) -> pd.DataFrame:
+        """Win/tie/loss counts over (seed, test prompt) and win rate with CI, for the given weighting labels."""
+        rows = []
+        for other in self.selected:
+            if other == target:
+                continue
+            est, credit = self.win_rates(target, other)
+            for label in weightings:
+                w = self.labels.index(label)
+                for v, value in enumerate(self.values):
+                    cells = credit[:, w, v] if label != ALL_WEIGHTINGS else credit[:, :, v]
+                    low, high = percentile_interval(est.boot[:, w, v], self.ci, self.n_prompts)
+                    rows.append({"weighting": label, "target": target, "baseline": other, "value": value,
+                                 "wins": int((cells == 1).sum()), "ties": int((cells == 0.5).sum()),
+                                 "losses": int((cells == 0).sum()), "n": int(cells.size), "win_rate": float(est.value[w, v]),
+                                 "ci_low": float(low), "ci_high": float(high),
+                                 "verdict": verdict(low - 0.5, high - 0.5)})
+        return pd.DataFrame(rows)
+
+    def hypervolume_table(self) -> pd.DataFrame:
+        """Per method: hypervolume of its selected points on the test prompts, with CI."""
+        rows = []
+        for method in self.selected:
+            hv = self.hypervolume(method)
+            low, high = percentile_interval(hv.boot, self.ci, self.n_prompts)
+            rows.append({"method": method, "hypervolume": float(hv.value), "hv_ci_low": float(low), "hv_ci_high": float(high)})
+        return pd.DataFrame(rows)
+
+    def leader(self) -> tuple[str, str, dict] | None:
+        """The method with the largest hypervolume, the runner-up, and their paired comparison row."""
+        if len(self.selected) < 2:
+            return None
+        ranked = sorted(self.selected, key=lambda m: -float(self.hypervolume(m).value))
+        diff = self.hypervolume(ranked[0]) - self.hypervolume(ranked[1])
+        return ranked[0], ranked[1], self._row(ranked[0], ranked[1], "hypervolume", "", "", diff.value, diff.boot)
