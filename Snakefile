@@ -5,7 +5,10 @@
 # lambda-grid generation -> scoring -> held-out selection, paired comparisons, frontiers, win rates -> figures,
 # summary.md, report.
 
-configfile: "config.yaml"
+# config.yaml is the default run, not a base layer: it applies only when no --configfile is given, so a config file
+# stands alone (its values and methods are all there is); several --configfile files still merge in order.
+if not workflow.overwrite_configfiles:
+    workflow.configfile("config.yaml")
 
 
 include: "rules/common.smk"

@@ -102,6 +102,11 @@ def check_config(config: Mapping[str, Any]) -> None:
         if order in seen:
             raise _key_error(f"values.{value}.order", f"{order} is also the order of {seen[order]!r}; orders must be unique")
         seen[order] = value
+        evaluator = config["values"][value]["reward_model"]
+        if (evaluator["source"] == "oracle") != (evaluator.get("scorer") is not None):
+            raise _key_error(f"values.{value}.reward_model.scorer", "is required with source 'oracle' and allowed only "
+                                                                    "there; allowed scorers: conciseness, positivity, "
+                                                                    "inoffensiveness")
         for i, source in enumerate(config["values"][value]["sources"]):
             if source["format"] == "pku" and source["view"] is None:
                 raise _key_error(f"values.{value}.sources[{i}].view",

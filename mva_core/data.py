@@ -28,10 +28,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mva_core.oracles import OracleDerivation, derive_oracle_preference
+
 FORMATS = ("auto", "hh", "pku", "pairs", "prompt_response")
 PKU_VIEWS = {"better": "better_response_id", "safer": "safer_response_id"}
-DROP_REASONS = ("malformed", "prompt_mismatch", "empty", "identical", "duplicate", "similar_length")
-DERIVATIONS = (None, "shorter")
+DROP_REASONS = ("malformed", "prompt_mismatch", "empty", "identical", "duplicate", "similar_length", "oracle_margin")
+DERIVATIONS = (None, "shorter")  # or an OracleDerivation ({scorer, margin} in the config)
 SHORTER_MIN_RATIO = 1.25  # derive "shorter": keep pairs whose longer reply has >= 1.25x the words of the shorter
 PROMPT_DROP_REASONS = ("malformed", "empty", "duplicate")
 PAIR_COLUMNS = ["pair_id", "prompt", "chosen", "rejected", "source"]
@@ -62,10 +64,15 @@ class SourceSpec:
     hub_split: str = "train"
     hub_data_dir: str | None = None
     max_rows: int | None = None
-    derive: str | None = None
+    derive: str | OracleDerivation | None = None
 
     def __post_init__(self) -> None:
-        if self.derive not in DERIVATIONS:
+        if isinstance(self.derive, Mapping):
+            try:
+                object.__setattr__(self, "derive", OracleDerivation(**self.derive))
+            except (TypeError, ValueError) as err:
+                raise DataError(f"source {self.path!r}: derive {self.derive!r}: {err}") from None
+        if not isinstance(self.derive, OracleDerivation) and self.derive not in DERIVATIONS:
             raise DataError(f"source {self.path!r}: derive {self.derive!r} is not one of {DERIVATIONS}")
         if self.format not in FORMATS:
             raise DataError(f"source {self.path!r}: format {self.format!r} is not one of {'|'.join(FORMATS)}")
@@ -80,7 +87,8 @@ class SourceSpec:
     @property
     def label(self) -> str:
         """The value of the ``source`` column: the path, plus ``#view`` for a PKU view and ``#derive``."""
-        return "#".join(part for part in (self.path, self.view, self.derive) if part)
+        derive = self.derive.label if isinstance(self.derive, OracleDerivation) else self.derive
+        return "#".join(part for part in (self.path, self.view, derive) if part)
 
 
 @dataclass(frozen=True)
@@ -435,6 +443,8 @@ def load_pairs(source: SourceSpec | str, roots: Sequence[str | Path] = (), on_ba
     df = pd.DataFrame(rows, columns=PAIR_COLUMNS)
     if spec.derive == "shorter":
         df, drops["similar_length"] = derive_shorter_preference(df)
+    elif isinstance(spec.derive, OracleDerivation):
+        df, drops["oracle_margin"] = derive_oracle_preference(df, spec.derive)
     df.attrs.update(drops=drops, rows_read=rows_read)
     return df
 

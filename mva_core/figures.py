@@ -258,3 +258,27 @@ def plot_sensitivity(table: pd.DataFrame, path_stem: str | os.PathLike) -> list[
     hsic_ax.set_title("Decorrelation achieved vs penalty weight")
     hsic_ax.legend(fontsize="small")
     return save_figure(fig, path_stem)
+
+
+def plot_efficacy(efficacy: pd.DataFrame, path_stem: str | os.PathLike) -> list[Path]:
+    """Own reward minus SFT's along each value vector's λ line, with CIs: one panel per value, a line per method."""
+    check_columns(efficacy, ["method", "value", "lambda", "estimate", "ci_low", "ci_high"], "efficacy")
+    values = list(dict.fromkeys(efficacy["value"]))
+    fig = Figure(figsize=(4.2 * len(values), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(values), squeeze=False)[0])
+    for ax, value in zip(axes, values):
+        part = efficacy[efficacy["value"] == value]
+        for i, (method, line) in enumerate(part.groupby("method", sort=True)):
+            line = line.sort_values("lambda")
+            lam = np.concatenate([[0.0], line["lambda"]])
+            est = np.concatenate([[0.0], line["estimate"]])
+            err = np.vstack([np.concatenate([[0.0], line["estimate"] - line["ci_low"]]),
+                             np.concatenate([[0.0], line["ci_high"] - line["estimate"]])])
+            ax.errorbar(lam, est, yerr=err, fmt="-o", ms=4, capsize=3, color=_color(i), label=method)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xlabel(f"λ of the {value} vector (others 0)")
+        ax.set_ylabel(f"{value} reward − SFT's")
+        ax.set_title(f"{value}: own reward along its vector")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    return save_figure(fig, path_stem)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mva_core.artifacts import PROVENANCE_FILE, config_hash, file_sha256, library_versions, read_provenance
+from mva_core.precision import job_precision
 
 
 def path_digest(path: str | Path) -> str:
@@ -40,6 +41,7 @@ def job_record(rule: str, wildcards: Mapping[str, str], config: Mapping[str, Any
         "params_hash": config_hash(params),
         "inputs": {str(path): path_digest(path) for path in sorted(set(inputs))},
         "library_versions": library_versions(),
+        "compute": job_precision(config).describe(),
     }
 
 

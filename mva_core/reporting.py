@@ -12,7 +12,9 @@ from scipy import stats
 
 from mva_core.comparisons import ALL_WEIGHTINGS, Comparator
 from mva_core.decorrelation import METRICS
+from mva_core.effects import EffectEstimator, efficacy_table, interference_table
 from mva_core.figures import (
+    plot_efficacy,
     plot_frontiers,
     plot_reward_heatmaps,
     plot_sensitivity,
@@ -47,6 +49,8 @@ class EvaluationTables:
     leader: pd.DataFrame
     seed_hypervolumes: pd.DataFrame
     design: pd.DataFrame
+    efficacy: pd.DataFrame
+    interference: pd.DataFrame
 
 
 def point_means(selection: SeededRewards, test: SeededRewards, resamples: ClusterResamples, ci: float) -> pd.DataFrame:
@@ -104,10 +108,12 @@ def _reference(means: pd.DataFrame, how: str | Sequence[float], points: pd.DataF
 
 
 def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFrame, evaluation: Mapping,
-                 values: Sequence[str], seed: int) -> EvaluationTables:
-    """Held-out selection, point means, frontiers, paired comparisons, win rates and per-seed hypervolumes.
+                 values: Sequence[str], seed: int, baselines: Sequence[str] = ()) -> EvaluationTables:
+    """Held-out selection, point means, frontiers, paired comparisons, win rates, per-seed hypervolumes, and the
+    efficacy and interference tables (``mva_core.effects``).
 
-    ``values`` is the training order (weightings are given in it); ``seed`` seeds the resamples.
+    ``values`` is the training order (weightings are given in it); ``seed`` seeds the resamples; ``baselines`` are
+    the penalty-free grid methods other methods' interference is compared with.
     """
     rewards = seeded_rewards(scores)
     split = split_prompts(prompts[prompts["prompt_id"].isin(rewards.prompts)], evaluation["selection_fraction"])
@@ -128,6 +134,7 @@ def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFra
     several = len(comparator.selected) > 1
     win_labels = [weighting_label(dict(zip(values, w))) for w in evaluation["weightings"]] + [ALL_WEIGHTINGS]
     leader = comparator.leader()
+    effects = EffectEstimator(test, resamples, ci)
     design = pd.DataFrame([{"n_prompts": len(rewards.prompts), "n_selection_prompts": len(selection.prompts),
                             "n_test_prompts": len(test.prompts), "n_seeds": len(test.seeds),
                             "n_weightings": len(weightings), "n_boot": resamples.n_boot, "ci": ci,
@@ -141,6 +148,8 @@ def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFra
         leader=pd.DataFrame([leader[2]]) if leader else pd.DataFrame(),
         seed_hypervolumes=hypervolume_by_seed(comparator, test.seeds, ci),
         design=design,
+        efficacy=efficacy_table(effects, points, values),
+        interference=interference_table(effects, points, values, baselines),
     )
 
 
@@ -161,6 +170,8 @@ def write_figures(tables: EvaluationTables, points: pd.DataFrame, training_logs:
     for method in heatmap_methods:
         written += plot_reward_heatmaps(wide, points, method, out / f"heatmap_{method}")
     written += plot_single_vectors(wide, points, out / "single_value_vectors", error_bars=True)
+    if len(tables.efficacy):
+        written += plot_efficacy(tables.efficacy, out / "efficacy")
     written += plot_training_curves(dict(training_logs), out / "training_curves")
     if sensitivity is not None:
         written += plot_sensitivity(sensitivity, out / "sensitivity")

@@ -23,6 +23,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from mva_core.artifacts import atomic_directory, config_hash, library_versions, write_json, write_parquet
+from mva_core.oracles import OracleScorer
 from mva_core.runtime import resume_point
 from mva_core.shards import run_sharded
 from mva_core.statistics import accuracy_check
@@ -67,8 +68,11 @@ class RewardModelSettings:
     backbone_layers: int | None = None
     gradient_checkpointing: bool = False
     save_steps: int = 500
+    scorer: str | None = None
 
     def __post_init__(self) -> None:
+        if (self.source == "oracle") != (self.scorer is not None):
+            raise ValueError(f"reward_model.scorer={self.scorer!r} goes with source 'oracle' (source={self.source!r})")
         if self.input_format not in INPUT_FORMATS:
             raise ValueError(f"reward_model.input_format={self.input_format!r}: expected one of {INPUT_FORMATS}")
         if self.dtype not in DTYPES:
@@ -375,7 +379,10 @@ class RewardScorer:
 
     @classmethod
     def load(cls, model_dir_or_id: str | Path, settings: RewardModelSettings) -> RewardScorer:
-        """Load weights (safetensors only) in ``settings.dtype`` onto the GPU when there is one."""
+        """Load weights (safetensors only) in ``settings.dtype`` onto the GPU when there is one; with source
+        ``oracle``, the oracle scorer (``mva_core.oracles.OracleScorer``, same interface, no model)."""
+        if settings.source == "oracle":
+            return OracleScorer(settings.scorer)
         name = str(model_dir_or_id)
         if Path(name).is_dir():
             _check_trained_format(Path(name), settings)

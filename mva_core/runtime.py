@@ -12,18 +12,6 @@ from transformers.trainer_utils import get_last_checkpoint
 from mva_core.artifacts import config_hash, write_json
 
 
-def has_cuda() -> bool:
-    """Whether a CUDA device is usable."""
-    return torch.cuda.is_available()
-
-
-def training_device_kwargs() -> dict:
-    """TrainingArguments that select the device: bf16 on a GPU, fp32 on the CPU."""
-    if has_cuda():
-        return {"bf16": True}
-    return {"use_cpu": True}
-
-
 class NonFiniteLossError(RuntimeError):
     """A training loss (or one of its terms) became NaN or infinite; no artifact is written from such a run."""
 
@@ -53,9 +41,3 @@ def resume_point(checkpoint_dir: str | Path, run: dict[str, Any]) -> str | None:
     write_json({"fingerprint": fingerprint}, marker)
     return None
 
-
-def inference_device_and_dtype() -> tuple[str, torch.dtype]:
-    """Where and in which dtype to run generation: bf16 on a GPU, fp32 on the CPU."""
-    if has_cuda():
-        return "cuda", torch.bfloat16
-    return "cpu", torch.float32

@@ -18,7 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from mva_core.artifacts import atomic_directory, library_versions, write_json, write_parquet
-from mva_core.runtime import resume_point, training_device_kwargs
+from mva_core.precision import Precision, resolve_precision
+from mva_core.runtime import resume_point
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,12 @@ def run_sft(
     settings: SFTSettings,
     checkpoint_dir: str | Path,
     threads: int | None = None,
+    precision: Precision | None = None,
 ) -> Path:
-    """Fine-tune ``base_model_dir`` on ``pairs``' chosen replies and write the merged model to ``output_dir``."""
+    """Fine-tune ``base_model_dir`` on ``pairs``' chosen replies and write the merged model to ``output_dir``.
+
+    Weights stay fp32 (the LoRA is merged into them); ``precision`` (default fp32) sets the device and bf16 autocast.
+    """
     if threads:
         torch.set_num_threads(threads)
     started = time.time()
@@ -77,7 +82,7 @@ def run_sft(
         report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
-        **training_device_kwargs(),
+        **(precision or resolve_precision("float32")).trainer_kwargs(),
     )
     peft_config = LoraConfig(
         r=settings.lora_r,

@@ -85,6 +85,27 @@ def leader_line(leader: pd.DataFrame) -> list[str]:
             f"{row['method_b']} is {_interval(row)}.", ""]
 
 
+def effect_lines(efficacy: pd.DataFrame, interference: pd.DataFrame, at_chance: set[str]) -> list[str]:
+    """Efficacy at λ = 1 (all λ in tables/efficacy.md) and the interference table."""
+    lines = []
+    if len(efficacy):
+        at_one = efficacy[efficacy["lambda"] == 1.0]
+        columns = ["method", "value", "estimate", "ci_low", "ci_high", "verdict", "spearman"]
+        lines += ["## Efficacy: each value vector alone at λ = 1 against SFT, on its own value (test prompts)", "",
+                  "`spearman`: rank correlation of λ (0 included) with the mean own reward along the vector's line; "
+                  "every λ is in `tables/efficacy.md`.", "", to_markdown(at_one[columns]), ""]
+        weak = sorted(set(at_one.loc[at_one["verdict"] != SUPPORTED, "value"]))
+        if weak:
+            lines += [f"Value vectors of {weak} do not measurably move their own value at λ = 1 in every method: "
+                      "frontiers and comparisons on them show no trained effect.", ""]
+        if at_chance:
+            lines += [f"(Evaluators of {sorted(at_chance)} are at chance: their efficacy rows are not evidence.)", ""]
+    if len(interference):
+        lines += ["## Interference: adding value v's vector changes value u's reward (λ_u = λ_v = 1 vs λ_u = 1)", "",
+                  to_markdown(interference), ""]
+    return lines
+
+
 def decorrelation_lines(decorrelation: Mapping[str, pd.DataFrame]) -> list[str]:
     rows = [{"method": method, "pair": f"{a}/{b}", **part[list(METRICS)].mean().to_dict()}
             for method, table in decorrelation.items() for (a, b), part in table.groupby(["value_a", "value_b"])]
@@ -114,5 +135,6 @@ def summary_markdown(run_name: str, tables, rm_accuracy: Sequence[Mapping], deco
         across = seeds[seeds["seed"] == "all"]
         lines += ["## Hypervolume across training seeds (description: mean, t-interval)", "",
                   to_markdown(across[["method", "n_seeds", "hypervolume", "ci_low", "ci_high"]]), ""]
+    lines += effect_lines(tables.efficacy, tables.interference, at_chance)
     lines += decorrelation_lines(decorrelation)
     return "\n".join(lines)

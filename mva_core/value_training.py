@@ -28,6 +28,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from mva_core.artifacts import atomic_directory, library_versions, write_json, write_parquet
 from mva_core.penalties import DecorrelationPenalty, PenaltySettings, collect_lora_pairs
+from mva_core.precision import Precision, resolve_precision
 from mva_core.runtime import check_finite, resume_point
 
 TRAINED_ADAPTER = "default"
@@ -96,11 +97,13 @@ class DecorrelatedDPOTrainer(DPOTrainer):
     """
 
     def __init__(
-        self, model: PeftModel, *args: Any, penalty: PenaltySettings, frozen_adapters: Sequence[str], **kwargs: Any
+        self, model: PeftModel, *args: Any, penalty: PenaltySettings, frozen_adapters: Sequence[str],
+        precision: Precision | None = None, **kwargs: Any
     ):
         if not isinstance(model, PeftModel):
             raise TypeError(f"model must be a PeftModel with adapter {TRAINED_ADAPTER!r}, got {type(model).__name__}")
         self.penalty = penalty
+        self.precision = precision or resolve_precision("float32")
         self.frozen_adapters = tuple(frozen_adapters)
         uses_penalty = penalty.active and bool(self.frozen_adapters)
         max_rows = penalty.max_rows if penalty.kind == "hsic" and penalty.form == "delta_w" else None
@@ -134,7 +137,8 @@ class DecorrelatedDPOTrainer(DPOTrainer):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         dpo_loss = result[0] if return_outputs else result
         if self._decorrelation.pairs:
-            penalty = self._decorrelation()
+            with self.precision.full_precision():
+                penalty = self._decorrelation()
             loss = dpo_loss + self.penalty.weight * penalty
         else:
             penalty, loss = torch.zeros((), device=dpo_loss.device), dpo_loss
@@ -160,6 +164,7 @@ def train_value_vector(
     margin_weights: Mapping[str, float] | None = None,
     target_weight: float = 1.0,
     init_seed: int | None = None,
+    precision: Precision | None = None,
 ) -> Path:
     """DPO-train a LoRA value vector on ``pairs`` and write it to ``output_dir`` (atomically).
 
@@ -171,7 +176,9 @@ def train_value_vector(
     latest one (checkpoints of a different run are discarded), and the directory is deleted once the result is
     written. ``init_seed`` seeds the fresh adapter's initialisation (default ``dpo.seed``); the workflow derives it
     from (training seed, value) with :func:`derive_seed`, so two values never start from the same LoRA weights
-    while ``dpo.seed`` alone seeds the data order. Output: ``adapter_model.safetensors`` + ``adapter_config.json`` (adapter ``default``
+    while ``dpo.seed`` alone seeds the data order. ``precision`` (default fp32): the frozen base weights are
+    loaded in its dtype and the forward runs under its autocast; LoRA weights, optimizer, losses and the penalty stay
+    fp32. Output: ``adapter_model.safetensors`` + ``adapter_config.json`` (adapter ``default``
     only), ``training_log.parquet`` and ``metadata.json``.
     """
     started = time.monotonic()
@@ -190,11 +197,10 @@ def train_value_vector(
     resume_from = resume_point(checkpoint_dir, run)
     if threads is not None:
         torch.set_num_threads(threads)
-    on_cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if on_cuda else torch.float32
+    precision = precision or resolve_precision("float32")
 
     tokenizer = AutoTokenizer.from_pretrained(sft_model_dir)
-    base = AutoModelForCausalLM.from_pretrained(sft_model_dir, dtype=dtype).to("cuda" if on_cuda else "cpu")
+    base = AutoModelForCausalLM.from_pretrained(sft_model_dir, dtype=precision.torch_dtype).to(precision.device)
     set_seed(run["init_seed"])  # the fresh adapter's initialisation (the trainer reseeds with dpo.seed for data order)
     lora_config = LoraConfig(
         r=lora.r,
@@ -226,8 +232,7 @@ def train_value_vector(
         warmup_steps=dpo.warmup_ratio,
         lr_scheduler_type=dpo.lr_scheduler,
         activation_checkpointing=dpo.gradient_checkpointing,
-        bf16=on_cuda,
-        use_cpu=not on_cuda,
+        **precision.trainer_kwargs(),
         report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -254,6 +259,7 @@ def train_value_vector(
             processing_class=tokenizer,
             data_collator=collator,
             penalty=penalty,
+            precision=precision,
             frozen_adapters=[] if margin_weights else list(frozen),
             **objective,
         )
@@ -275,8 +281,7 @@ def train_value_vector(
                 "n_pairs": len(pairs),
                 "global_steps": trainer.state.global_step,
                 "resumed_from": Path(resume_from).name if resume_from else None,
-                "device": "cuda" if on_cuda else "cpu",
-                "dtype": str(dtype),
+                "precision": precision.describe(),
                 "library_versions": library_versions(),
                 "wall_time_s": round(time.monotonic() - started, 3),
             },

@@ -19,7 +19,9 @@ def logged_job(job: Any) -> Iterator[logging.Logger]:
     provenance record is attached to every artifact written in the block.
     """
     log_path = job.log[0] if len(job.log) else None
-    with _logging_to(log_path) as logger, provenance_scope(snakemake_record(job)):
+    record = snakemake_record(job)
+    with _logging_to(log_path) as logger, provenance_scope(record):
+        logger.info("compute: %(device)s, %(dtype)s (%(reason)s)", record["compute"])
         yield logger
 
 

@@ -5,8 +5,12 @@
 # Tables of the frontiers rule: field of mva_core.reporting.EvaluationTables -> tables/<file>.parquet
 TABLES = {"means": "mean_rewards", "frontiers": "frontiers", "selections": "selections", "win_rates": "win_rates",
           "comparisons": "comparisons", "leader": "hypervolume_leader", "seed_hypervolumes": "hypervolume_by_seed",
-          "design": "design"}
-MARKDOWN_TABLES = ["frontiers", "win_rates", "comparisons"]
+          "design": "design", "efficacy": "efficacy", "interference": "interference"}
+MARKDOWN_TABLES = ["frontiers", "win_rates", "comparisons", "efficacy", "interference"]
+# Penalty-free grid methods: the baselines whose interference every other grid method is compared with.
+INTERFERENCE_BASELINES = [
+    m for m in METHODS if method_type(m) == "grid" and config["methods"][m]["penalty"]["kind"] == "none"
+]
 
 
 rule evaluation_prompts:
@@ -116,6 +120,9 @@ rule frontiers:
         values=VALUES,
         evaluation=config["evaluation"],
         seed=config["seed"],
+        baselines=INTERFERENCE_BASELINES,
+        tables=list(TABLES),
+        markdown=MARKDOWN_TABLES,
     log:
         log_path("frontiers"),
     threads: 1

@@ -13,6 +13,7 @@ FIGURE_STEMS = (
     + (["win_rates"] if len(METHODS) > 1 else [])
     + [f"heatmap_{m}" for m in HEATMAP_METHODS]
     + ["single_value_vectors", "training_curves"]
+    + (["efficacy"] if any(method_type(m) in ("grid", "single", "expo") for m in METHODS) else [])
     + (["sensitivity"] if SENSITIVITY else [])
 )
 TRAINING_RUNS = sorted({(vector_chain(config, m, v), v) for m in VECTOR_METHODS for v in VALUES})

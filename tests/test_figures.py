@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from mva_core.figures import (
+    plot_efficacy,
     plot_frontiers,
     plot_reward_heatmaps,
     plot_single_vectors,
@@ -58,6 +59,30 @@ def test_plot_frontiers(run, tmp_path, error_bars):
 def test_plot_frontiers_names_unknown_frontier_id(run, tmp_path):
     with pytest.raises(ValueError, match="nope"):
         plot_frontiers(run["wide"], run["points"], {"mva": ["nope"]}, tmp_path / "f")
+
+
+def test_plot_efficacy_draws_a_line_per_method_and_a_panel_per_value(tmp_path):
+    import matplotlib.figure
+
+    rows = [{"method": m, "value": v, "lambda": lam, "estimate": lam * g, "ci_low": lam * g - 0.1,
+             "ci_high": lam * g + 0.1} for m, g in (("mva", 1.0), ("soup", 0.8)) for v in ("helpful", "harmless")
+            for lam in (0.5, 1.0)]
+    captured = {}
+    original = matplotlib.figure.Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        captured["figure"] = self
+        return original(self, *args, **kwargs)
+
+    matplotlib.figure.Figure.savefig = keep
+    try:
+        assert_written(plot_efficacy(pd.DataFrame(rows), tmp_path / "efficacy"))
+    finally:
+        matplotlib.figure.Figure.savefig = original
+    axes = captured["figure"].axes
+    assert len(axes) == 2 and [len(ax.containers) for ax in axes] == [2, 2]  # one error-bar line per method
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["mva", "soup"]
+    assert axes[0].get_xlabel().startswith("λ of the helpful vector")
 
 
 def test_plot_win_rates(run, tmp_path):

@@ -52,6 +52,31 @@ def test_seeds_multiply_training_and_evaluation_but_not_data_or_reward_models(tm
         assert double[rule] == single[rule], rule
 
 
+STANDALONE = """run_name: alone
+values:
+  concise: {order: 1, sources: [{path: hh-rlhf/helpful-online/test.jsonl.gz, derive: shorter}]}
+  helpful: {order: 2, sources: [{path: hh-rlhf/helpful-base/test.jsonl.gz}]}
+methods:
+  soup: {penalty: {kind: none}}
+evaluation: {win_rate_target: soup}
+"""
+
+
+def test_a_config_file_stands_alone_and_files_still_layer(tmp_path):
+    config = tmp_path / "alone.yaml"
+    config.write_text(STANDALONE)
+    plan = dry_run(config, tmp_path)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    text = plan.stdout + plan.stderr
+    assert "concise" in text and "harmless" not in text and "/mva" not in text and "seed_42/decorrelation/soup" in text
+    overlay = tmp_path / "overlay.yaml"  # README: --configfile config.yaml my.yaml overrides nested keys
+    overlay.write_text("run_name: layered\ndpo: {epochs: 2}\n")
+    layered = dry_run(REPO / "config.yaml", tmp_path, str(overlay))
+    text = layered.stdout + layered.stderr
+    assert layered.returncode == 0, text[-3000:]
+    assert "results/layered/seed_42/value_vectors/mva/harmless" in text and "helpful" in text
+
+
 def test_typo_in_config_fails_before_any_job(tmp_path):
     result = snakemake("-n", "--configfile", str(REPO / "config/smoke.yaml"), "--config", "dpo={'lerning_rate': 1}")
     assert result.returncode != 0
@@ -94,7 +119,12 @@ def test_smoke_run_evaluates_every_grid_point(smoke_run):
     assert list(comparisons.columns) == COMPARISON_COLUMNS
     assert set(comparisons["method_b"]) == set(METHODS + ["mva_twin"]) - {"mva"}
     assert {"hypervolume", "mean_reward", "win_rate"} <= set(comparisons["metric"])
-    for stem in ["frontier_helpful_vs_harmless", "win_rates", "heatmap_mva", "single_value_vectors", "training_curves"]:
+    efficacy = pd.read_parquet(run / "tables/efficacy.parquet")
+    assert {"mva", "soup", "single", "expo"} <= set(efficacy["method"]) and "modpo" not in set(efficacy["method"])
+    interference = pd.read_parquet(run / "tables/interference.parquet")
+    assert "mva − soup" in set(interference["method"]) and "single" not in set(interference["method"])
+    for stem in ["frontier_helpful_vs_harmless", "win_rates", "heatmap_mva", "single_value_vectors", "training_curves",
+                 "efficacy"]:
         assert (run / f"figures/{stem}.png").stat().st_size > 0 and (run / f"figures/{stem}.pdf").stat().st_size > 0
     summary = (run / "summary.md").read_text()
     assert "Hypervolume" in summary and "pairwise accuracy" in summary

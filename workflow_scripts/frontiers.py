@@ -10,9 +10,10 @@ with logged_job(snakemake):
     inp, params, out = snakemake.input, snakemake.params, snakemake.output
     scores = pd.concat([pd.read_parquet(p) for p in inp.scores], ignore_index=True)
     points = pd.concat([pd.read_parquet(p) for p in inp.points], ignore_index=True)
-    tables = build_tables(scores, points, pd.read_parquet(inp.prompts), params.evaluation, params.values, params.seed)
-    for name in ("means", "frontiers", "selections", "win_rates", "comparisons", "leader", "seed_hypervolumes", "design"):
+    tables = build_tables(scores, points, pd.read_parquet(inp.prompts), params.evaluation, params.values, params.seed,
+                          params.baselines)
+    for name in params.tables:
         write_parquet(getattr(tables, name), out[name])
-    for name in ("frontiers", "win_rates", "comparisons"):
+    for name in params.markdown:
         table = getattr(tables, name)
         write_text((to_markdown(table) if len(table) else "(one method: nothing to compare)") + "\n", out[f"{name}_md"])

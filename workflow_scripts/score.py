@@ -5,12 +5,14 @@ import pandas as pd
 import torch
 
 from mva_core.artifacts import write_parquet
+from mva_core.precision import with_job_dtype
 from mva_core.reward_models import RewardModelSettings, RewardScorer, score_generations
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake):
     torch.set_num_threads(snakemake.threads)
-    scorer = RewardScorer.load(snakemake.params.location, RewardModelSettings(**snakemake.params.settings))
+    settings = RewardModelSettings(**with_job_dtype(snakemake.params.settings, snakemake.config))
+    scorer = RewardScorer.load(snakemake.params.location, settings)
     scores = score_generations(
         scorer,
         pd.read_parquet(snakemake.input.generations),

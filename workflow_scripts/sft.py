@@ -1,6 +1,7 @@
 """Snakemake entry point: SFT of the base model on the chosen replies of every value's DPO split."""
 import pandas as pd
 
+from mva_core.precision import job_precision
 from mva_core.sft import SFTSettings, run_sft
 from mva_core.workflow_io import logged_job
 
@@ -16,4 +17,5 @@ with logged_job(snakemake):
         SFTSettings(**settings),
         checkpoint_dir=snakemake.params.checkpoint_dir,
         threads=snakemake.threads,
+        precision=job_precision(snakemake.config),
     )

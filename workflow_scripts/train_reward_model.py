@@ -1,6 +1,7 @@
 """Snakemake entry point: train one value's reward model on its rm_train split."""
 import pandas as pd
 
+from mva_core.precision import with_job_dtype
 from mva_core.reward_models import RewardModelSettings, train_reward_model
 from mva_core.workflow_io import logged_job
 
@@ -9,7 +10,7 @@ with logged_job(snakemake):
         snakemake.input.base,
         pd.read_parquet(snakemake.input.pairs),
         snakemake.output[0],
-        RewardModelSettings(**snakemake.params.settings),
+        RewardModelSettings(**with_job_dtype(snakemake.params.settings, snakemake.config)),
         checkpoint_dir=snakemake.params.checkpoint_dir,
         threads=snakemake.threads,
     )

@@ -2,6 +2,7 @@
 import pandas as pd
 
 from mva_core.penalties import PenaltySettings
+from mva_core.precision import job_precision
 from mva_core.value_training import DPOSettings, LoraSettings, derive_seed, train_value_vector
 from mva_core.workflow_io import logged_job
 
@@ -19,5 +20,6 @@ with logged_job(snakemake):
         penalty=PenaltySettings(**snakemake.params.penalty),
         checkpoint_dir=snakemake.params.checkpoint_dir,
         threads=snakemake.threads,
+        precision=job_precision(snakemake.config),
         init_seed=derive_seed(dpo.seed, "value", snakemake.wildcards.value),  # the same in every chain of this value
     )

@@ -1,0 +1,101 @@
+"""Does each value vector move its own value, and how much does adding another vector undo it?
+
+- **Efficacy**: for each method, value v and λ on v's own single-vector line (other values at 0), the paired
+  difference of v's mean test reward against the SFT model; and the Spearman correlation of λ (0 included) with
+  the mean own reward. Claimed direction: above SFT.
+- **Interference** (grid methods): for each ordered value pair (u, v), R_u(λ_u = 1, λ_v = 1) − R_u(λ_u = 1,
+  λ_v = 0), other values at 0: how much adding v's vector changes u's reward. Claimed direction: it lowers it
+  (the parameter interference the paper says decorrelation removes). Rows ``<method> − <baseline>`` compare a
+  method's interference with a penalty-free baseline's; claimed direction: less interference than the baseline.
+
+All on the test prompts, with the run's shared cluster resamples (``mva_core.statistics``).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mva_core.frontier import lam_columns
+from mva_core.selection import SeededRewards
+from mva_core.statistics import ClusterResamples, percentile_interval, verdict
+
+EFFECT_COLUMNS = ["estimate", "ci_low", "ci_high", "n_prompts", "n_seeds", "verdict"]
+
+
+def _lambda_points(points: pd.DataFrame, method: str, values: Sequence[str]) -> dict[tuple[float, ...], str]:
+    """λ vector (in ``values`` order) -> point_id of a λ-combination method (MODPO points are not λ vectors)."""
+    part = points[points["method"].astype(str) == method]
+    if "adapter" in part.columns and part["adapter"].fillna("").astype(str).ne("").any():
+        return {}
+    cols = [f"lam_{v}" for v in values]
+    if not set(cols) <= set(lam_columns(part)):
+        return {}
+    return {tuple(float(x) for x in row[cols]): str(row["point_id"]) for _, row in part.iterrows()}
+
+
+class EffectEstimator:
+    """Paired differences of single points' rewards on the test prompts, with the run's resamples."""
+
+    def __init__(self, test: SeededRewards, resamples: ClusterResamples, ci: float):
+        self.test, self.resamples, self.ci = test, resamples, ci
+
+    def rewards(self, method: str, point_id: str, value: str) -> np.ndarray:
+        """Rewards (seeds, prompts) of one point on one value."""
+        return self.test.rewards[:, self.test.keys.get_loc((method, point_id)), self.test.values.index(value)]
+
+    def row(self, diff: np.ndarray, sign: float = 1.0) -> dict:
+        """Estimate and CI of the mean of ``diff`` (seeds, prompts); the verdict of sign × the difference."""
+        boot = self.resamples.means(diff[:, None, :])[:, 0]
+        low, high = percentile_interval(boot, self.ci, diff.shape[-1])
+        return {"estimate": float(diff.mean()), "ci_low": float(low), "ci_high": float(high),
+                "n_prompts": diff.shape[-1], "n_seeds": diff.shape[0],
+                "verdict": verdict(*sorted((sign * low, sign * high)))}
+
+
+def efficacy_table(estimator: EffectEstimator, points: pd.DataFrame, values: Sequence[str]) -> pd.DataFrame:
+    """One row per (method, value, λ ≠ 0) of v's single-vector line; ``spearman`` of λ vs mean own reward."""
+    rows = []
+    for method in estimator.test.keys.get_level_values("method").unique():
+        lam_points = _lambda_points(points, method, values)
+        origin = lam_points.get(tuple(0.0 for _ in values))
+        if origin is None:
+            continue
+        for i, value in enumerate(values):
+            line = sorted((vec[i], pid) for vec, pid in lam_points.items()
+                          if vec[i] != 0 and all(x == 0 for j, x in enumerate(vec) if j != i))
+            if not line:
+                continue
+            sft = estimator.rewards(method, origin, value)
+            means = [sft.mean()] + [estimator.rewards(method, pid, value).mean() for _, pid in line]
+            rho = stats.spearmanr([0.0] + [lam for lam, _ in line], means).statistic if len(line) > 1 else np.nan
+            for lam, pid in line:
+                rows.append({"method": method, "value": value, "lambda": lam,
+                             **estimator.row(estimator.rewards(method, pid, value) - sft), "spearman": float(rho)})
+    return pd.DataFrame(rows, columns=["method", "value", "lambda", *EFFECT_COLUMNS, "spearman"])
+
+
+def interference_table(estimator: EffectEstimator, points: pd.DataFrame, values: Sequence[str],
+                       baselines: Sequence[str]) -> pd.DataFrame:
+    """Rows per (method, u, v): R_u(1, 1) − R_u(1, 0); then ``<method> − <baseline>`` rows (paired)."""
+    diffs: dict[tuple[str, str, str], np.ndarray] = {}
+    for method in estimator.test.keys.get_level_values("method").unique():
+        lam_points = _lambda_points(points, method, values)
+        for i, u in enumerate(values):
+            for j, v in enumerate(values):
+                alone = tuple(1.0 if k == i else 0.0 for k in range(len(values)))
+                both = tuple(1.0 if k in (i, j) else 0.0 for k in range(len(values)))
+                if i != j and alone in lam_points and both in lam_points:
+                    diffs[(method, u, v)] = (estimator.rewards(method, lam_points[both], u)
+                                             - estimator.rewards(method, lam_points[alone], u))
+    rows = [{"method": m, "value_u": u, "value_v": v, "claim": "adding v lowers u", **estimator.row(d, sign=-1.0)}
+            for (m, u, v), d in diffs.items()]
+    for baseline in baselines:
+        for (m, u, v), d in diffs.items():
+            if m != baseline and (baseline, u, v) in diffs:
+                rows.append({"method": f"{m} − {baseline}", "value_u": u, "value_v": v,
+                             "claim": f"{m} interferes less than {baseline}",
+                             **estimator.row(d - diffs[(baseline, u, v)])})
+    return pd.DataFrame(rows, columns=["method", "value_u", "value_v", "claim", *EFFECT_COLUMNS])

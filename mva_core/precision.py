@@ -1,0 +1,85 @@
+"""One compute-dtype policy for every stage (``compute.dtype``): bf16 where the hardware runs it fast, fp32 else.
+
+``auto`` picks bf16 on CUDA devices that support it and on CPUs with AMX or AVX512-BF16 instructions, fp32
+otherwise: without those instructions bf16 matrix products are emulated and run tens of times slower than fp32
+(measured in benchmarks/dtype.py). Training keeps trainable LoRA weights, optimizer state, losses and the
+decorrelation penalty in fp32 and runs the model's forward under bf16 autocast; inference (reference log-probs,
+generation, scoring) loads weights in the chosen dtype.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+CHOICES = ("auto", "float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Where and in which dtype a stage computes, and why."""
+
+    device: str
+    dtype: str
+    reason: str
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    @property
+    def bf16(self) -> bool:
+        return self.dtype == "bfloat16"
+
+    def trainer_kwargs(self) -> dict:
+        """TrainingArguments for a Hugging Face / TRL trainer: device and bf16 mixed precision."""
+        return {"use_cpu": self.device == "cpu", "bf16": self.bf16}
+
+    def full_precision(self) -> contextlib.AbstractContextManager:
+        """A block computed in fp32 even inside the trainer's autocast (losses, penalties)."""
+        return torch.autocast(device_type=self.device, enabled=False)
+
+    def describe(self) -> dict:
+        return {"device": self.device, "dtype": self.dtype, "reason": self.reason}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AMX tiles or AVX512-BF16)."""
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+def cuda_has_bf16() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def resolve_precision(requested: str = "auto") -> Precision:
+    """The policy for ``compute.dtype`` on this machine (device: the first GPU when there is one)."""
+    if requested not in CHOICES:
+        raise ValueError(f"compute.dtype {requested!r}: expected one of {CHOICES}")
+    on_cuda = torch.cuda.is_available()
+    device = "cuda" if on_cuda else "cpu"
+    if requested != "auto":
+        return Precision(device, requested, f"compute.dtype: {requested}")
+    if on_cuda:
+        fast = cuda_has_bf16()
+        reason = f"auto: CUDA device {'supports' if fast else 'lacks'} bf16"
+    else:
+        fast = cpu_has_fast_bf16()
+        reason = f"auto: CPU {'has' if fast else 'lacks'} AMX / AVX512-BF16"
+    return Precision(device, "bfloat16" if fast else "float32", reason)
+
+
+def job_precision(config: Mapping[str, Any], override: str | None = None) -> Precision:
+    """A workflow job's precision: a stage's own dtype setting (``override``, e.g. ``reward_model.dtype``) when set,
+    else the ``compute.dtype`` policy of the run's config, resolved on the machine the job runs on."""
+    if override is not None:
+        return Precision("cuda" if torch.cuda.is_available() else "cpu", override, f"stage setting: {override}")
+    return resolve_precision(config.get("compute", {}).get("dtype", "auto"))
+
+
+def with_job_dtype(section: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
+    """A config section (``base_model``, a ``reward_model``) with its null ``dtype`` set by :func:`job_precision`."""
+    return {**section, "dtype": job_precision(config, section.get("dtype")).dtype}
