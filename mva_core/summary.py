@@ -31,10 +31,15 @@ def _interval(row: Mapping) -> str:
 
 def evaluator_lines(rm_accuracy: Sequence[Mapping]) -> tuple[list[str], set[str]]:
     """The evaluator table, and the values whose evaluator is not distinguishable from chance."""
-    table = pd.DataFrame([{k: r.get(k) for k in ("value", "accuracy", "n", "ci_low", "ci_high", "check")}
+    table = pd.DataFrame([{"evaluator": (r.get("scorer") or {}).get("model", "?"),
+                           **{k: r.get(k) for k in ("value", "accuracy", "n", "ci_low", "ci_high", "check")}}
                           for r in rm_accuracy])
     at_chance = set(table.loc[table["check"] == AT_CHANCE, "value"]) if len(table) else set()
     lines = ["## Evaluators (pairwise accuracy on held-out eval pairs, exact binomial CI)", "", to_markdown(table), ""]
+    learned = sorted(table.loc[~table["evaluator"].astype(str).str.startswith("oracle:"), "value"]) if len(table) else []
+    if learned:
+        lines += [f"Values {learned} are judged by learned reward models: their judgements carry the models' own "
+                  "errors (an oracle-scored value has none).", ""]
     if at_chance:
         lines += [f"Evaluators of {sorted(at_chance)} are not distinguishable from chance: comparisons on these "
                   "values (and hypervolumes, weighted rewards, which combine all values) are **not evidence**.", ""]
