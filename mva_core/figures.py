@@ -268,9 +268,11 @@ def plot_efficacy(efficacy: pd.DataFrame, path_stem: str | os.PathLike) -> list[
     axes = np.atleast_1d(fig.subplots(1, len(values), squeeze=False)[0])
     for ax, value in zip(axes, values):
         part = efficacy[efficacy["value"] == value]
-        for i, (method, line) in enumerate(part.groupby("method", sort=True)):
+        groups = list(part.groupby("method", sort=True))
+        dodge = 0.015 * max(float(part["lambda"].abs().max()), 1e-9)  # side by side: methods can coincide
+        for i, (method, line) in enumerate(groups):
             line = line.sort_values("lambda")
-            lam = np.concatenate([[0.0], line["lambda"]])
+            lam = np.concatenate([[0.0], line["lambda"]]) + (i - (len(groups) - 1) / 2) * dodge
             est = np.concatenate([[0.0], line["estimate"]])
             err = np.vstack([np.concatenate([[0.0], line["estimate"] - line["ci_low"]]),
                              np.concatenate([[0.0], line["ci_high"] - line["estimate"]])])

@@ -80,7 +80,7 @@ BAD = [
 
 @pytest.mark.parametrize("mutate,culprit", BAD, ids=[b[1] if isinstance(b[1], str) else b[1][0] for b in BAD])
 def test_bad_configs_fail_naming_the_key(mutate, culprit):
-    config = copy.deepcopy(load(REPO / "config.yaml"))
+    config = copy.deepcopy(load(REPO / "config/hh_cpu.yaml"))
     mutate(config)
     with pytest.raises(ConfigError) as err:
         validate_config(config)
@@ -129,7 +129,7 @@ def test_schema_documents_every_key():
 
 
 def test_chains_share_unpenalised_vectors():
-    config = validate_config(load(REPO / "config.yaml"))
+    config = validate_config(load(REPO / "config/hh_cpu.yaml"))
     assert vector_chain(config, "mva", "helpful") == "independent"
     assert vector_chain(config, "mva", "harmless") == "mva"
     assert vector_chain(config, "soup", "harmless") == "independent"

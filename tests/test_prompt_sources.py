@@ -185,7 +185,7 @@ def test_no_prompts_at_all_is_an_error():
 
 
 def _config() -> dict:
-    return copy.deepcopy(yaml.safe_load((REPO / "config.yaml").read_text()))
+    return copy.deepcopy(yaml.safe_load((REPO / "config/hh_cpu.yaml").read_text()))
 
 
 def test_schema_fills_prompt_source_defaults():

@@ -74,7 +74,7 @@ def test_a_config_file_stands_alone_and_files_still_layer(tmp_path):
     layered = dry_run(REPO / "config.yaml", tmp_path, str(overlay))
     text = layered.stdout + layered.stderr
     assert layered.returncode == 0, text[-3000:]
-    assert "results/layered/seed_42/value_vectors/mva/harmless" in text and "helpful" in text
+    assert "results/layered/seed_42/value_vectors/mva/positive" in text and "concise" in text
 
 
 def test_typo_in_config_fails_before_any_job(tmp_path):
