@@ -110,7 +110,7 @@ def test_smoke_run_evaluates_every_grid_point(smoke_run):
             scores = pd.read_parquet(run / f"seed_1/evaluation/{method}/scores_{value}.parquet")
             assert len(scores) == len(generations) and scores["reward"].notna().all()
     frontiers = pd.read_parquet(run / "tables/frontiers.parquet")
-    assert set(frontiers["method"]) == set(METHODS) and (frontiers["hypervolume"] >= 0).all()
+    assert set(frontiers["method"]) == set(METHODS + ["mva_twin"]) and (frontiers["hypervolume"] >= 0).all()
     assert (run / "seed_1/modpo_vectors/modpo/w0/adapter_model.safetensors").is_file()
     expo = pd.read_parquet(run / "evaluation/expo/points.parquet")
     assert expo[["lam_helpful", "lam_harmless"]].max().max() > 1  # extrapolation beyond the value vectors
