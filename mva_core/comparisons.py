@@ -84,11 +84,16 @@ class Comparator:
         self.labels = [weighting_label(w) for w in weightings] + [ALL_WEIGHTINGS]
         self.reference = np.asarray(reference, dtype=float)
         self.rewards = {m: method_rewards(x, resamples) for m, x in self.selected.items()}
+        self._hypervolumes: dict[str, Estimate] = {}
+        self._win_rates: dict[tuple[str, str], tuple[Estimate, np.ndarray]] = {}
         first = next(iter(self.selected.values()))
         self.n_seeds, self.n_prompts = first.shape[0], first.shape[-1]
 
     def hypervolume(self, method: str) -> Estimate:
-        return self.rewards[method].hypervolume(self.reference)
+        """A method's hypervolume over all resamples (computed once; used by comparisons, table and leader)."""
+        if method not in self._hypervolumes:
+            self._hypervolumes[method] = self.rewards[method].hypervolume(self.reference)
+        return self._hypervolumes[method]
 
     def seed_hypervolume(self, method: str, seed_index: int) -> float:
         """Hypervolume of one training seed's selected points (means over the test prompts)."""
@@ -96,9 +101,12 @@ class Comparator:
         return float(hypervolumes(means[None], self.reference)[0])
 
     def win_rates(self, a: str, b: str) -> tuple[Estimate, np.ndarray]:
-        """Win rate of a against b per (weighting, value) with 'all' appended, and the raw credits."""
-        credit = win_credit(self.selected[a], self.selected[b], self.tie_tol)
-        return _with_average(method_rewards(credit, self.resamples).rewards), credit
+        """Win rate of a against b per (weighting, value) with 'all' appended, and the raw credits (computed once
+        per pair; used by the comparisons and the win-rate table)."""
+        if (a, b) not in self._win_rates:
+            credit = win_credit(self.selected[a], self.selected[b], self.tie_tol)
+            self._win_rates[(a, b)] = (_with_average(method_rewards(credit, self.resamples).rewards), credit)
+        return self._win_rates[(a, b)]
 
     def _row(self, a: str, b: str, metric: str, value: str, weighting: str, est: float, boot: np.ndarray) -> dict:
         low, high = percentile_interval(boot, self.ci, self.n_prompts)
