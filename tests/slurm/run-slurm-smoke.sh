@@ -266,12 +266,13 @@ for d in ['independent/helpful', 'independent/harmless', 'mva/harmless']:
 check "decorrelation tables (mva, soup) with rows and the HSIC/cosine columns" "$PYTHON" -c "
 import pandas as pd
 from pathlib import Path
+from mva_core.decorrelation import METRICS
 for m in ['mva', 'soup']:
     found = sorted(Path('$R').rglob('decorrelation/%s.parquet' % m))
     assert found, m
     for f in found:
         t = pd.read_parquet(f)
-        assert len(t) > 0 and {'hsic_lora_a', 'hsic_delta_w', 'cosine_delta_w'} <= set(t.columns), f
+        assert len(t) > 0 and set(METRICS) <= set(t.columns), (f, list(t.columns))
 "
 check "generations and scores of every method (a score per generation and value), frontiers" "$PYTHON" -c "
 import pandas as pd
