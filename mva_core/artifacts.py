@@ -4,6 +4,10 @@ Every pipeline output is first written under a temporary name in the same direct
 so a killed job leaves either the previous finished artifact or nothing, never a half-written file.
 While a job's provenance record is active (``provenance_scope``), it travels inside every artifact written:
 in the footer of each Parquet file (key ``mva.provenance``) and as ``provenance.json`` in each artifact directory.
+
+Artifacts check themselves on read (``verify_artifact``, run on every job input by ``workflow_io.logged_job``):
+Parquet files carry page CRC checksums (Parquet's own), directories a ``checksums.sha256`` manifest of their
+files (``sha256sum -c`` format), written last, just before the directory is renamed into place.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import pyarrow.parquet as pq
 
 PROVENANCE_KEY = b"mva.provenance"
 PROVENANCE_FILE = "provenance.json"
+CHECKSUMS_FILE = "checksums.sha256"
 _PROVENANCE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mva_provenance", default=None)
 
 
@@ -95,6 +100,8 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         record = _provenance_json()
         if record is not None:
             (tmp_path / PROVENANCE_FILE).write_text(record + "\n")
+        _make_readable(tmp_path)
+        _write_checksums(tmp_path)
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -107,14 +114,71 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
+def _make_readable(folder: Path) -> None:
+    """Give every file the umask's mode (safetensors and tempfile write 0600), so collaborators can read it."""
+    mode = 0o666 & ~_umask()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            os.chmod(path, mode)
+
+
+def _write_checksums(folder: Path) -> None:
+    lines = [f"{file_sha256(p)}  {p.relative_to(folder).as_posix()}"
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != CHECKSUMS_FILE]
+    (folder / CHECKSUMS_FILE).write_text("\n".join(lines) + "\n")
+    os.chmod(folder / CHECKSUMS_FILE, 0o666 & ~_umask())
+
+
+class CorruptArtifactError(RuntimeError):
+    """A finished artifact no longer matches what was written (truncated, overwritten, files missing)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"artifact {path} is corrupt: {reason}. Delete it and rerun snakemake to rebuild it "
+                         "(its producing job and everything downstream are rerun)")
+
+
+def verify_artifact(path: str | os.PathLike) -> None:
+    """Raise CorruptArtifactError naming ``path`` if a Parquet file fails its page checksums or cannot be read, or
+    a directory's files differ from its ``checksums.sha256`` manifest. Other files and directories without a
+    manifest (not written by this pipeline) pass unchecked."""
+    target = Path(path)
+    if target.is_dir():
+        manifest = target / CHECKSUMS_FILE
+        if manifest.is_file():
+            _verify_manifest(target, manifest)
+    elif target.suffix == ".parquet":
+        try:
+            pq.read_table(target, page_checksum_verification=True)
+        except (OSError, pa.ArrowException) as err:
+            raise CorruptArtifactError(target, f"unreadable Parquet ({err})") from None
+
+
+def _verify_manifest(folder: Path, manifest: Path) -> None:
+    expected = {}
+    for line in manifest.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        expected[name] = digest
+    for name, digest in expected.items():
+        member = folder / name
+        if not member.is_file():
+            raise CorruptArtifactError(folder, f"{name} is missing")
+        if file_sha256(member) != digest:
+            raise CorruptArtifactError(folder, f"{name} differs from the sha256 recorded when it was written")
+    extra = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                   if p.is_file() and p.name != CHECKSUMS_FILE and p.relative_to(folder).as_posix() not in expected)
+    if extra:
+        raise CorruptArtifactError(folder, f"files not written with it: {extra[:5]}")
+
+
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write ``df`` to ``path`` atomically (no index), with the active job's provenance in the file footer."""
+    """Write ``df`` to ``path`` atomically (no index, page checksums on), with the active job's provenance in the
+    file footer."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     record = _provenance_json()
     if record is not None:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), PROVENANCE_KEY: record.encode()})
     with atomic_file(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, write_page_checksum=True)
 
 
 def read_provenance(path: str | os.PathLike) -> dict | None:

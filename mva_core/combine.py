@@ -19,6 +19,8 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from mva_core.artifacts import verify_artifact
+
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 _PREFIX = "base_model.model."
@@ -38,11 +40,14 @@ def read_value_vector(adapter_dir: str | Path) -> dict[str, LoraFactors]:
     for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"value vector {folder}: missing {name}")
+    verify_artifact(folder)
     config = json.loads((folder / ADAPTER_CONFIG).read_text())
     _check_config(config, folder)
     factors: dict[str, dict[str, Tensor]] = {}
     for key, tensor in load_file(folder / ADAPTER_WEIGHTS).items():
         module, part = _split_key(key, folder)
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"value vector {folder}: tensor {key} holds NaN or inf")
         factors.setdefault(module, {})[part] = tensor
     return {module: _with_scaling(parts, config, folder, module) for module, parts in factors.items()}
 

@@ -6,7 +6,8 @@ The schema lives in ``config/config.schema.yaml``; its section keys match the da
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ def validate_config(config: Mapping[str, Any]) -> dict:
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
+    _check_finite(config)
     checked = copy.deepcopy(dict(config))
     try:
         validate(checked, str(SCHEMA_PATH), set_default=True)
@@ -32,6 +34,43 @@ def validate_config(config: Mapping[str, Any]) -> dict:
         raise ConfigError(_describe_schema_error(config)) from None
     check_config(checked)
     return checked
+
+
+def _check_finite(node: Any, key: str = "") -> None:
+    """Reject NaN and ±inf anywhere in the config (JSON-schema bounds let NaN through), naming the key."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise _key_error(key or "<top level>", f"is {node}; only finite numbers are allowed")
+    if isinstance(node, Mapping):
+        for name, child in node.items():
+            _check_finite(child, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list | tuple):
+        for i, child in enumerate(node):
+            _check_finite(child, f"{key}[{i}]")
+
+
+def check_config_files(paths: Iterable[str | Path]) -> None:
+    """Reject a mapping key written twice in any config file (YAML would silently keep the second), naming the
+    file, the key and both lines."""
+    import yaml
+
+    class _StrictLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise ConfigError(f"config file {path}: key {key!r} appears twice (lines {first_line[key]} and "
+                                  f"{line}); YAML would silently keep only the second")
+            first_line[key] = line
+        return loader.construct_mapping(node, deep=deep)
+
+    _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            yaml.load(handle, Loader=_StrictLoader)
 
 
 def _describe_schema_error(config: Mapping[str, Any]) -> str:

@@ -1,8 +1,10 @@
 """Decorrelation diagnostics between saved value vectors (LoRA adapters), read straight from disk.
 
-For every LoRA module shared by two adapters: HSIC in both forms of ``mva_core.hsic`` and the cosine similarity
+For every LoRA module shared by two adapters: HSIC in both forms of ``mva_core.hsic``, the cosine similarity
 of the flattened updates, <ΔW_u, ΔW_v> / (|ΔW_u| |ΔW_v|) with <ΔW_u, ΔW_v> = s_u s_v tr((B_u^T B_v)(A_v A_u^T)),
-so ΔW is never materialised.
+and the scale-invariant measures of ``mva_core.dependence``; ΔW is never materialised. Each measure comes with
+anchors that say whether it can tell dependence at all: its value for u against itself and its range for random
+vectors with u's shapes and norms against v; the RBF measures also with their kernel's unsaturated share and spread.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Mapping
+import zlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-from mva_core.hsic import hsic_delta_w, hsic_lora_a
+from mva_core.dependence import SCALE_INVARIANT, delta_w_norm, random_like
+from mva_core.hsic import delta_w_gram, hsic_delta_w, hsic_lora_a, rbf_kernel_from_gram
 from mva_core.penalties import module_label
 
 LoraFactors = tuple[torch.Tensor, torch.Tensor, float]
@@ -71,8 +75,67 @@ def cosine_delta_w(u: LoraFactors, v: LoraFactors) -> float:
     return inner(A_u, B_u, s_u, A_v, B_v, s_v) / math.sqrt(norm_sq) if norm_sq > 0 else math.nan
 
 
-def decorrelation_table(adapters: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
-    """One row per shared LoRA module and pair of values (in the given order): the :data:`METRICS`."""
+def _hsic_measures() -> dict[str, Callable[[LoraFactors, LoraFactors], float]]:
+    measures = {}
+    for name, sigma in (("sigma1", 1.0), ("median", "median")):
+        measures[f"hsic_lora_a_{name}"] = lambda u, v, sigma=sigma: float(hsic_lora_a(u[0], v[0], sigma, "n2"))
+        measures[f"hsic_delta_w_{name}"] = lambda u, v, sigma=sigma: float(hsic_delta_w(*u, *v, sigma, "n2", None))
+    measures["cosine_delta_w"] = cosine_delta_w
+    return {name: measures[name] for name in METRICS}
+
+
+MEASURES = {**_hsic_measures(), **SCALE_INVARIANT}
+"""Every dependence measure of the tables: the released-code HSIC forms, cosine, and the scale-invariant ones."""
+KERNEL_SETTINGS = {"hsic_lora_a_sigma1": ("lora_a", 1.0), "hsic_lora_a_median": ("lora_a", "median"),
+                   "hsic_delta_w_sigma1": ("delta_w", 1.0), "hsic_delta_w_median": ("delta_w", "median"),
+                   "cka_rbf_delta_w": ("delta_w", "median")}
+"""RBF-kernel measures: the samples and bandwidth their kernels use (for the saturation column)."""
+ANCHOR_DRAWS = 20
+ANCHORS = ("self", "indep_lo", "indep_hi")
+
+
+def table_columns() -> list[str]:
+    """Columns of a decorrelation table, in order."""
+    columns = ["module", "value_a", "value_b"]
+    for name in MEASURES:
+        columns += [name, *(f"{name}_{anchor}" for anchor in ANCHORS)]
+        if name in KERNEL_SETTINGS:
+            columns += [f"{name}_unsaturated", f"{name}_kernel_std"]
+    return [*columns, "norm_a", "norm_b"]
+
+
+def kernel_spread(factors: LoraFactors, samples: str, sigma: float | str) -> tuple[float, float]:
+    """Of u's off-diagonal RBF kernel entries: the share in (0.05, 0.95) (near 0: saturated at 0 or 1) and their
+    standard deviation (near 0: a constant kernel, every pair of samples equally far apart). Either way HSIC
+    cannot see dependence."""
+    A, B, s = factors
+    gram = A.float() @ A.float().T if samples == "lora_a" else delta_w_gram(A, B, s)
+    K = rbf_kernel_from_gram(gram, sigma)
+    off = K[~torch.eye(K.shape[0], dtype=torch.bool)]
+    return float(((off > 0.05) & (off < 0.95)).float().mean()), float(off.std())
+
+
+def module_record(module: str, u: LoraFactors, v: LoraFactors, draws: int = ANCHOR_DRAWS) -> dict:
+    """Every measure between u and v on one module, with its anchors: u against itself (``_self``) and the range
+    over ``draws`` random vectors with u's shapes and norms against v (``_indep_lo``/``_indep_hi``, seeded by the
+    module name), the kernel's unsaturated share and spread, and both ΔW norms."""
+    generator = torch.Generator().manual_seed(zlib.crc32(module.encode()))
+    randoms = [random_like(u, generator) for _ in range(draws)]
+    record: dict = {"module": module}
+    with torch.no_grad():
+        for name, measure in MEASURES.items():
+            independent = [measure(random, v) for random in randoms]
+            record.update({name: measure(u, v), f"{name}_self": measure(u, u),
+                           f"{name}_indep_lo": min(independent), f"{name}_indep_hi": max(independent)})
+            if name in KERNEL_SETTINGS:
+                record[f"{name}_unsaturated"], record[f"{name}_kernel_std"] = kernel_spread(u, *KERNEL_SETTINGS[name])
+    record.update(norm_a=delta_w_norm(u), norm_b=delta_w_norm(v))
+    return record
+
+
+def decorrelation_table(adapters: Mapping[str, str | os.PathLike], draws: int = ANCHOR_DRAWS) -> pd.DataFrame:
+    """One row per shared LoRA module and pair of values (in the given order): every measure of ``MEASURES`` with
+    its anchors (``module_record``) and the ΔW norms; the same estimator settings for every method."""
     if len(adapters) < 2:
         raise ValueError(f"need at least two adapters to compare, got {list(adapters)}")
     loaded = {value: read_adapter(path) for value, path in adapters.items()}
@@ -82,19 +145,20 @@ def decorrelation_table(adapters: Mapping[str, str | os.PathLike]) -> pd.DataFra
         if not shared:
             raise ValueError(f"adapters {value_a!r} and {value_b!r} share no LoRA modules")
         for module in shared:
-            u, v = loaded[value_a][module], loaded[value_b][module]
-            with torch.no_grad():
-                record = {"module": module, "value_a": value_a, "value_b": value_b}
-                for name, sigma in (("sigma1", 1.0), ("median", "median")):
-                    record[f"hsic_lora_a_{name}"] = float(hsic_lora_a(u[0], v[0], sigma, "n2"))
-                    record[f"hsic_delta_w_{name}"] = float(hsic_delta_w(*u, *v, sigma, "n2", None))
-                record["cosine_delta_w"] = cosine_delta_w(u, v)
-                records.append(record)
-    return pd.DataFrame.from_records(records, columns=["module", "value_a", "value_b", *METRICS])
+            record = module_record(module, loaded[value_a][module], loaded[value_b][module], draws)
+            records.append({**record, "value_a": value_a, "value_b": value_b})
+    return pd.DataFrame.from_records(records, columns=table_columns())
+
+
+def uninformative_share(table: pd.DataFrame, measure: str) -> float:
+    """Share of rows whose ``measure`` lies inside its independent-vector range: there it cannot tell these
+    vectors from unrelated ones."""
+    inside = table[measure].between(table[f"{measure}_indep_lo"], table[f"{measure}_indep_hi"])
+    return float(inside.mean())
 
 
 def summarize_decorrelation(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean of each metric per value pair, with the number of modules averaged."""
-    summary = table.groupby(["value_a", "value_b"], sort=False)[list(METRICS)].mean()
+    """Mean of each measure per value pair, with the number of modules averaged."""
+    summary = table.groupby(["value_a", "value_b"], sort=False)[list(MEASURES)].mean()
     summary.insert(0, "n_modules", table.groupby(["value_a", "value_b"], sort=False).size())
     return summary.reset_index()

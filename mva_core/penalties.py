@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from peft.tuners.lora import LoraLayer
 
+from mva_core.dependence import linear_cka
 from mva_core.hsic import (
     NORMALIZATIONS,
     centred_kernel,
@@ -27,7 +28,7 @@ from mva_core.hsic import (
     symmetric_gram,
 )
 
-PENALTY_KINDS = ("none", "hsic", "orthogonality")
+PENALTY_KINDS = ("none", "hsic", "orthogonality", "cka")
 HSIC_FORMS = ("lora_a", "delta_w")
 PEFT_PREFIX = "base_model.model."
 # sigma="median": the trained side's bandwidth per module comes from at most this many of its n(n-1)/2 pairwise
@@ -179,8 +180,9 @@ def collect_lora_pairs(
 
 
 class DecorrelationPenalty:
-    """The penalty of ``settings`` summed over ``pairs``: HSIC (``settings.form``) per pair or, for
-    ``"orthogonality"``, sum |A_v A_u^T| per pair (O-LoRA). Built once per training run, called every step;
+    """The penalty of ``settings`` summed over ``pairs``: HSIC (``settings.form``) per pair, for
+    ``"orthogonality"`` sum |A_v A_u^T| per pair (O-LoRA), for ``"cka"`` the linear CKA of the ΔW rows per pair
+    (``mva_core.dependence.linear_cka``: r × r traces, scale-invariant). Built once per training run, called every step;
     unweighted, fp32, scalar; the gradient reaches only the trained adapter.
 
     HSIC: the frozen adapters never change during training, so their side is computed once, without gradient, and
@@ -256,6 +258,9 @@ class DecorrelationPenalty:
             return torch.zeros((), device=self.pairs[0].A.device if self.pairs else None)
         if settings.kind == "orthogonality":
             terms = [(pair.A.float() @ pair.frozen_A.detach().float().T).abs().sum() for pair in self.pairs]
+            return torch.stack(terms).sum()
+        if settings.kind == "cka":
+            terms = [linear_cka(pair.A, pair.B, pair.frozen_A.detach(), pair.frozen_B.detach()) for pair in self.pairs]
             return torch.stack(terms).sum()
         terms = []
         for group, (kernels, rows) in zip(self._groups, self._frozen_side()):

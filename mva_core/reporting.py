@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import stats
 
 from mva_core.comparisons import ALL_WEIGHTINGS, Comparator
-from mva_core.decorrelation import METRICS
+from mva_core.decorrelation import MEASURES
 from mva_core.effects import EffectEstimator, efficacy_table, interference_table
 from mva_core.figures import (
     plot_efficacy,
@@ -181,7 +181,7 @@ def write_figures(tables: EvaluationTables, points: pd.DataFrame, training_logs:
 def sensitivity_table(methods: Mapping[str, Mapping], frontiers: pd.DataFrame,
                       decorrelation: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Held-out hypervolume and measured dependence of every grid method whose penalty is HSIC or none (weight
-    0), by weight; the dependence columns use the same estimators for every row (``decorrelation.METRICS``).
+    0), by weight; the dependence columns use the same estimators for every row (``decorrelation.MEASURES``).
 
     Penalty-free methods appear as weight 0 in every (form, sigma) series, so each curve starts at the soup.
     """
@@ -195,7 +195,7 @@ def sensitivity_table(methods: Mapping[str, Mapping], frontiers: pd.DataFrame,
         series.add(label)
         rows.append({"method": name, "series": label, "weight": float(penalty.get("weight", 0.0)),
                      "hypervolume": hv.loc[name, "hypervolume"], "hv_ci_low": hv.loc[name, "hv_ci_low"],
-                     "hv_ci_high": hv.loc[name, "hv_ci_high"], **decorrelation[name][list(METRICS)].mean().to_dict()})
+                     "hv_ci_high": hv.loc[name, "hv_ci_high"], **decorrelation[name][[*MEASURES, "norm_b"]].mean().to_dict()})
     table = pd.DataFrame(rows)
     if table.empty:
         return table

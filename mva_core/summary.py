@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from mva_core.comparisons import ALL_WEIGHTINGS
-from mva_core.decorrelation import METRICS
+from mva_core.decorrelation import MEASURES, uninformative_share
 from mva_core.frontier import to_markdown
 from mva_core.statistics import AT_CHANCE, SUPPORTED
 
@@ -112,12 +112,29 @@ def effect_lines(efficacy: pd.DataFrame, interference: pd.DataFrame, at_chance: 
 
 
 def decorrelation_lines(decorrelation: Mapping[str, pd.DataFrame]) -> list[str]:
-    rows = [{"method": method, "pair": f"{a}/{b}", **part[list(METRICS)].mean().to_dict()}
-            for method, table in decorrelation.items() for (a, b), part in table.groupby(["value_a", "value_b"])]
+    """Per method, value pair and measure: the mean over modules of the value and its anchors, and the share of
+    modules where the value lies inside the independent-vector range (flagged uninformative from one half up)."""
+    rows = []
+    for method, table in decorrelation.items():
+        for (a, b), part in table.groupby(["value_a", "value_b"]):
+            for measure in MEASURES:
+                inside = uninformative_share(part, measure)
+                rows.append({"method": method, "pair": f"{a}/{b}", "measure": measure,
+                             "value": part[measure].mean(), "self": part[f"{measure}_self"].mean(),
+                             "independent": f"{part[f'{measure}_indep_lo'].mean():.4g} to "
+                                            f"{part[f'{measure}_indep_hi'].mean():.4g}",
+                             "modules inside independent range": f"{inside:.0%}",
+                             "reading": "uninformative" if inside >= 0.5 else "informative"})
+            rows.append({"method": method, "pair": f"{a}/{b}", "measure": "ΔW norm (a, b)",
+                         "value": f"{part['norm_a'].mean():.4g}, {part['norm_b'].mean():.4g}"})
     if not rows:
         return []
     return ["## Measured dependence between value vectors (mean over LoRA modules; same estimators for every method)",
-            "", to_markdown(pd.DataFrame(rows)), ""]
+            "", "`self`: the measure of a vector with itself; `independent`: its range for 20 random vectors with the "
+            "first vector's shapes and norms against the second (per module, averaged). A measure whose value lies "
+            "inside that range on most modules cannot tell these vectors from unrelated ones: it is flagged "
+            "uninformative, and a penalty built on it cannot be said to decorrelate.", "",
+            to_markdown(pd.DataFrame(rows).fillna("")), ""]
 
 
 def summary_markdown(run_name: str, tables, rm_accuracy: Sequence[Mapping], decorrelation: Mapping[str, pd.DataFrame],

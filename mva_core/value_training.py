@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import math
 import os
 import shutil
 import time
@@ -22,19 +23,21 @@ import datasets
 import pandas as pd
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from mva_core.artifacts import atomic_directory, library_versions, write_json, write_parquet
-from mva_core.penalties import DecorrelationPenalty, PenaltySettings, collect_lora_pairs
+from mva_core.dependence import delta_w_norm
+from mva_core.penalties import DecorrelationPenalty, PenaltySettings, collect_lora_pairs, module_label
 from mva_core.precision import Precision, resolve_precision
 from mva_core.runtime import check_finite, resume_point
 
 TRAINED_ADAPTER = "default"
 RESERVED_ADAPTERS = (TRAINED_ADAPTER, "ref")  # "ref" is TRL's copy of the fresh adapter
 PAIR_COLUMNS = ("pair_id", "prompt", "chosen", "rejected")
-LOG_COLUMNS = ("step", "epoch", "loss", "dpo_loss", "penalty", "rewards/accuracies", "rewards/margins", "learning_rate")
+LOG_COLUMNS = ("step", "epoch", "loss", "dpo_loss", "penalty", "delta_w_norm", "rewards/accuracies", "rewards/margins", "learning_rate")
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ class DecorrelatedDPOTrainer(DPOTrainer):
         metrics = self._metrics["train" if model.training else "eval"]
         metrics["dpo_loss"].append(dpo_loss.item())
         metrics["penalty"].append(penalty.item())
+        metrics["delta_w_norm"].append(total_norm(delta_w_norms(model)))
         return (loss, result[1]) if return_outputs else loss
 
 
@@ -279,6 +283,7 @@ def train_value_vector(
                 **run["settings"],
                 "trl_disable_dropout": args.disable_dropout,
                 "n_pairs": len(pairs),
+                "delta_w_norms": {**delta_w_norms(model), "total": total_norm(delta_w_norms(model))},
                 "global_steps": trainer.state.global_step,
                 "resumed_from": Path(resume_from).name if resume_from else None,
                 "precision": precision.describe(),
@@ -289,6 +294,22 @@ def train_value_vector(
         )
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return Path(output_dir)
+
+
+def delta_w_norms(model: PeftModel, adapter: str = TRAINED_ADAPTER) -> dict[str, float]:
+    """‖ΔW‖_F of ``adapter`` per LoRA module (``mva_core.dependence.delta_w_norm``), so shrinkage is visible."""
+    norms = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, LoraLayer) and adapter in module.lora_A:
+                factors = (module.lora_A[adapter].weight, module.lora_B[adapter].weight, float(module.scaling[adapter]))
+                norms[module_label(name)] = delta_w_norm(factors)
+    return norms
+
+
+def total_norm(norms: Mapping[str, float]) -> float:
+    """‖(ΔW_1, ..., ΔW_m)‖_F over modules."""
+    return math.sqrt(sum(n * n for n in norms.values()))
 
 
 def derive_seed(training_seed: int, *parts: object) -> int:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mva_core.artifacts import provenance_scope
+from mva_core.artifacts import provenance_scope, verify_artifact
 from mva_core.provenance import snakemake_record
 
 
@@ -15,14 +15,18 @@ from mva_core.provenance import snakemake_record
 def logged_job(job: Any) -> Iterator[logging.Logger]:
     """Run a workflow script's body for the ``snakemake`` object ``job``.
 
-    stdout, stderr and logging go to the job's log file (line-buffered), any exception is logged, and the job's
-    provenance record is attached to every artifact written in the block.
+    stdout, stderr and logging go to the job's log file (line-buffered), any exception is logged, every input is
+    verified (``verify_artifact``) before use, and the job's provenance record is attached to every artifact
+    written in the block.
     """
     log_path = job.log[0] if len(job.log) else None
-    record = snakemake_record(job)
-    with _logging_to(log_path) as logger, provenance_scope(record):
-        logger.info("compute: %(device)s, %(dtype)s (%(reason)s)", record["compute"])
-        yield logger
+    with _logging_to(log_path) as logger:
+        for path in job.input:
+            verify_artifact(path)
+        record = snakemake_record(job)
+        with provenance_scope(record):
+            logger.info("compute: %(device)s, %(dtype)s (%(reason)s)", record["compute"])
+            yield logger
 
 
 @contextlib.contextmanager

@@ -5,9 +5,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir)))
 
 from mva_core.config_paths import check_config_paths
+from mva_core.data import resolve_source
 from mva_core.config import (
     INDEPENDENT,
     chain_penalty,
+    check_config_files,
     modpo_target,
     validate_config,
     value_order,
@@ -15,6 +17,7 @@ from mva_core.config import (
     vector_job,
 )
 
+check_config_files(workflow.overwrite_configfiles or [Path(workflow.basedir) / "config.yaml"])
 config.update(validate_config(config))
 check_config_paths(config, Path.cwd())  # paths stay inside their roots; local data files exist
 
@@ -33,6 +36,19 @@ wildcard_constraints:
     chain="|".join(CHAINS),
     split="|".join(SPLITS),
     seed="|".join(SEEDS),
+
+
+def local_data_files(sources):
+    """The local files ``sources`` resolve to (hub ids excluded): rule inputs, so a replaced or newly shadowing data
+    file (e.g. one added under an earlier data root) reruns the jobs that read it."""
+    resolved = (resolve_source(source["path"], config["data_roots"]) for source in sources)
+    return [str(path) for path in resolved if isinstance(path, Path)]
+
+
+def heavy_threads(wildcards):
+    """Threads of a training/generation/scoring job: every core Snakemake was given (read when the job is
+    scheduled, so commands without --cores, such as --unlock and --report, still parse)."""
+    return max(1, workflow.cores)
 
 
 def log_path(stage, name="main"):

@@ -2,6 +2,8 @@
 
 
 rule prepare_value_data:
+    input:
+        data=lambda wc: local_data_files(config["values"][wc.value]["sources"]),
     output:
         splits=expand(f"{RUN}/data/{{{{value}}}}/{{split}}.parquet", split=SPLITS),
         summary=f"{RUN}/data/{{value}}/summary.parquet",

@@ -15,7 +15,8 @@ INTERFERENCE_BASELINES = [
 
 rule evaluation_prompts:
     input:
-        expand(f"{RUN}/data/{{value}}/eval.parquet", value=VALUES) if config["evaluation"]["prompts_per_value"] else [],
+        splits=expand(f"{RUN}/data/{{value}}/eval.parquet", value=VALUES) if config["evaluation"]["prompts_per_value"] else [],
+        data=local_data_files(config["evaluation"]["prompt_sources"]),
     output:
         f"{RUN}/evaluation/prompts.parquet",
     params:
@@ -68,7 +69,7 @@ rule generate:
         adapters=lambda wc: list(method_adapters(wc)),
         generation=config["evaluation"]["generation"],
         shard_dir=f"{SEED_RUN}/checkpoints/generations/{{method}}",
-    threads: max(1, workflow.cores)
+    threads: heavy_threads
     log:
         log_path("generate", "seed{seed}_{method}"),
     benchmark:
@@ -92,7 +93,7 @@ rule score:
         settings=lambda wc: config["values"][wc.value]["reward_model"],
         location=lambda wc: reward_model_location(wc.value),
         shard_dir=f"{SEED_RUN}/checkpoints/scores/{{method}}_{{value}}",
-    threads: max(1, workflow.cores)
+    threads: heavy_threads
     log:
         log_path("score", "seed{seed}_{method}_{value}"),
     benchmark:

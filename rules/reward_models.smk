@@ -23,7 +23,7 @@ rule train_reward_model:
     params:
         settings=lambda wc: config["values"][wc.value]["reward_model"],
         checkpoint_dir=f"{RUN}/checkpoints/reward_models/{{value}}",
-    threads: max(1, workflow.cores)
+    threads: heavy_threads
     log:
         log_path("train_reward_model", "{value}"),
     benchmark:
@@ -45,7 +45,7 @@ rule reward_model_accuracy:
     params:
         settings=lambda wc: config["values"][wc.value]["reward_model"],
         location=lambda wc: reward_model_location(wc.value),
-    threads: max(1, workflow.cores)
+    threads: heavy_threads
     log:
         log_path("reward_model_accuracy", "{value}"),
     resources:

@@ -11,7 +11,7 @@ rule sft:
         settings={k: v for k, v in config["sft"].items() if k not in ("enabled", "max_pairs")},
         max_pairs=config["sft"]["max_pairs"],
         checkpoint_dir=f"{RUN}/checkpoints/sft",
-    threads: max(1, workflow.cores)
+    threads: heavy_threads
     log:
         log_path("sft"),
     benchmark:

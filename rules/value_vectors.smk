@@ -15,7 +15,7 @@ rule train_value_vector:
         penalty=lambda wc: chain_penalty(config, wc.chain),
         frozen=lambda wc: vector_job(config, wc.chain, wc.value).frozen_values,
         checkpoint_dir=f"{SEED_RUN}/checkpoints/value_vectors/{{chain}}/{{value}}",
-    threads: max(1, workflow.cores)
+    threads: heavy_threads
     log:
         log_path("train_value_vector", "seed{seed}_{chain}_{value}"),
     benchmark:
@@ -61,7 +61,7 @@ rule train_modpo_vector:
         weighting=lambda wc: dict(zip(VALUES, WEIGHTINGS[int(wc.index)])),
         target=lambda wc: modpo_target(config, wc.method),
         checkpoint_dir=f"{SEED_RUN}/checkpoints/modpo_vectors/{{method}}/w{{index}}",
-    threads: max(1, workflow.cores)
+    threads: heavy_threads
     log:
         log_path("train_modpo_vector", "seed{seed}_{method}_w{index}"),
     benchmark:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from safetensors.torch import load_file
 from synthetic import hh_rows, synthetic_pairs, write_hh_jsonl_gz
 
 from mva_core.artifacts import atomic_directory, write_parquet
-from mva_core.config import ConfigError, validate_config
+from mva_core.config import ConfigError, check_config_files, validate_config
 from mva_core.config_paths import check_config_paths
 from mva_core.reward_models import NonFiniteRewardError, RewardModelSettings, RewardScorer, score_generations, train_reward_model
 from mva_core.runtime import NonFiniteLossError
@@ -273,6 +274,45 @@ def test_config_values_are_never_evaluated_as_code(tmp_path):
     with pytest.raises(ConfigError, match="config key 'run_name'"):
         validate_config(config)
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+@pytest.mark.parametrize("key, change", [
+    ("evaluation.grid.lambdas[0]", lambda c: c["evaluation"]["grid"].update(lambdas=[float("nan"), 1.0])),
+    ("evaluation.grid.lambdas[1]", lambda c: c["evaluation"]["grid"].update(lambdas=[0.0, float("inf")])),
+    ("dpo.beta", lambda c: c["dpo"].update(beta=float("nan"))),
+    ("dpo.learning_rate", lambda c: c["dpo"].update(learning_rate=float("inf"))),
+    ("data.split.eval", lambda c: c["data"]["split"].update(eval=float("nan"))),
+    ("evaluation.weightings[0][1]", lambda c: c["evaluation"].update(weightings=[[0.5, float("nan")]])),
+    ("evaluation.reference_point[0]", lambda c: c["evaluation"].update(reference_point=[float("nan"), 0.0])),
+    ("methods.mva.penalty.weight", lambda c: c["methods"]["mva"]["penalty"].update(weight=float("-inf"))),
+])
+def test_nan_and_inf_are_rejected_at_start_naming_the_key(key, change):
+    config = yaml_config(SMOKE)
+    change(config)
+    with pytest.raises(ConfigError, match=rf"config key '{re.escape(key)}': is (nan|inf|-inf)"):
+        validate_config(config)
+
+
+def test_a_key_written_twice_in_a_config_file_is_rejected_naming_both_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("values:\n  helpful:\n    order: 1\n  harmless:\n    order: 2\n  helpful:\n    order: 3\n")
+    with pytest.raises(ConfigError, match=r"key 'helpful' appears twice \(lines 2 and 6\)"):
+        check_config_files([path])
+    check_config_files([SMOKE, REPO / "config.yaml"])  # the shipped configs pass
+
+
+def test_a_duplicate_key_stops_the_workflow_before_any_job(finished, tmp_path):
+    workdir, args, root, before = finished
+    (tmp_path / "twice.yaml").write_text("dpo: {beta: 0.1}\ndpo: {beta: 0.5}\n")
+    result = snakemake(*args, str(tmp_path / "twice.yaml"), "--config", f"data_roots=['{root}']", workdir=workdir)
+    assert result.returncode != 0 and "key 'dpo' appears twice (lines 1 and 2)" in result.stdout + result.stderr
+    assert snapshot(workdir / "results") == before
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "../x"])
+def test_run_name_must_be_one_plain_path_component(name):
+    with pytest.raises(ConfigError, match="config key 'run_name'"):
+        validate_config({**yaml_config(SMOKE), "run_name": name})
 
 
 def yaml_config(path: Path) -> dict:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from mva_core.decorrelation import decorrelation_table, read_adapter, summarize_decorrelation
+from mva_core.decorrelation import decorrelation_table, read_adapter, summarize_decorrelation, table_columns
 from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 
 
@@ -64,8 +64,12 @@ def test_read_adapter(adapters):
 
 def test_table_has_every_estimator_and_matches_materialised_delta_w(adapters):
     table = decorrelation_table(adapters)
-    assert list(table.columns) == ["module", "value_a", "value_b", "hsic_lora_a_sigma1", "hsic_lora_a_median",
-                                   "hsic_delta_w_sigma1", "hsic_delta_w_median", "cosine_delta_w"]
+    assert list(table.columns) == table_columns()
+    for measure in ["hsic_lora_a_sigma1", "hsic_lora_a_median", "hsic_delta_w_sigma1", "hsic_delta_w_median",
+                    "cosine_delta_w", "cka_linear_delta_w", "cka_rbf_delta_w", "row_overlap", "column_overlap"]:
+        assert {measure, f"{measure}_self", f"{measure}_indep_lo", f"{measure}_indep_hi"} <= set(table.columns)
+        assert (table[f"{measure}_indep_lo"] <= table[f"{measure}_indep_hi"]).all()
+    assert {"norm_a", "norm_b", "hsic_lora_a_sigma1_unsaturated", "hsic_lora_a_sigma1_kernel_std"} <= set(table.columns)
     assert len(table) == 4 and set(table["value_a"]) == {"helpful"} and set(table["value_b"]) == {"harmless"}
     for row in table.itertuples():
         A_u, dW_u = materialised(adapters["helpful"], row.module)

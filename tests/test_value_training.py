@@ -111,6 +111,28 @@ def test_penalty_lowers_hsic_and_output_is_a_default_only_adapter(setup, penalis
     meta = json.loads((penalised / "metadata.json").read_text())
     assert meta["n_pairs"] == len(pairs) and meta["penalty"]["weight"] == HSIC.weight and meta["seed"] == DPO.seed
     assert meta["global_steps"] == 4 and meta["resumed_from"] is None and "trl" in meta["library_versions"]
+    norms = meta["delta_w_norms"]
+    total = norms.pop("total")
+    assert len(norms) == 2 * 4 and total == pytest.approx(sum(n * n for n in norms.values()) ** 0.5)
+    table = decorrelation_table({"trained": penalised, "helpful": root / "helpful"})
+    assert table["norm_a"].to_numpy() == pytest.approx([norms[m] for m in table["module"]], rel=1e-4)
+    assert log["delta_w_norm"].iloc[0] == 0 and log["delta_w_norm"].iloc[1:].is_monotonic_increasing  # B starts at 0
+
+
+def test_cka_penalty_trains_and_lowers_linear_cka(setup):
+    cka = PenaltySettings(kind="cka", weight=5.0)
+    trained = train(setup, "cka", penalty=cka, init_seed=7)
+    plain = train(setup, "cka_plain", penalty=PenaltySettings(kind="cka", weight=0.0), init_seed=7)
+    log = pd.read_parquet(trained / "training_log.parquet")
+    assert log["penalty"].iloc[0] == 0  # B starts at 0, so ΔW = 0 and CKA is 0 before the first step
+    assert (log["penalty"].iloc[1:] > 0).all() and log["penalty"].iloc[-1] < log["penalty"].iloc[1]
+    assert log["loss"].to_numpy() == pytest.approx((log["dpo_loss"] + cka.weight * log["penalty"]).to_numpy(), rel=1e-4)
+    root, _ = setup
+
+    def mean_cka(adapter):
+        return decorrelation_table({"trained": adapter, "helpful": root / "helpful"}, draws=2)["cka_linear_delta_w"].mean()
+
+    assert mean_cka(trained) < mean_cka(plain)
 
 
 def test_trainer_freezes_everything_but_default_and_keeps_pair_ids(setup):
@@ -168,9 +190,31 @@ def test_collator_keeps_prompt_end_and_pair_ids():
 def test_checkpoints_of_another_run_are_discarded(tmp_path):
     ckpt = tmp_path / "ckpt"
     assert resume_point(ckpt, {"run": 1}) is None
-    (ckpt / "checkpoint-2").mkdir()
+    _complete_checkpoint(ckpt / "checkpoint-2", step=2)
     assert resume_point(ckpt, {"run": 1}) == str(ckpt / "checkpoint-2")
     assert resume_point(ckpt, {"run": 2}) is None and not (ckpt / "checkpoint-2").exists()
+
+
+def _complete_checkpoint(folder, step):
+    from transformers.trainer_callback import TrainerState
+
+    folder.mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(b"weights")
+    TrainerState(global_step=step).save_to_json(str(folder / "trainer_state.json"))
+
+
+def test_a_checkpoint_killed_while_saving_is_removed_and_the_last_complete_one_used(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    assert resume_point(ckpt, {"run": 1}) is None
+    _complete_checkpoint(ckpt / "checkpoint-2", step=2)
+    (ckpt / "checkpoint-4").mkdir()  # killed after the weights, before trainer_state.json
+    (ckpt / "checkpoint-4" / "adapter_model.safetensors").write_bytes(b"weights")
+    _complete_checkpoint(ckpt / "checkpoint-10", step=10)
+    (ckpt / "checkpoint-10" / "trainer_state.json").write_text('{"global_step": 1')  # killed mid-write
+    assert resume_point(ckpt, {"run": 1}) == str(ckpt / "checkpoint-2")
+    assert not (ckpt / "checkpoint-4").exists() and not (ckpt / "checkpoint-10").exists()
+    assert "removing incomplete checkpoint" in capsys.readouterr().out
+    assert resume_point(ckpt, {"run": 1}) == str(ckpt / "checkpoint-2")  # a rerun resumes, no manual clean-up
 
 
 def test_non_finite_penalty_raises_with_step_and_pair_ids(setup, monkeypatch):

@@ -7,7 +7,7 @@ from mva_core.provenance import source_hashes
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake):
-    splits = {value: pd.read_parquet(path) for value, path in zip(snakemake.params.values, snakemake.input)}
+    splits = {value: pd.read_parquet(path) for value, path in zip(snakemake.params.values, snakemake.input.splits)}
     params = snakemake.params
     prompt_sets = [load_prompt_set(entry, params.roots, params.on_bad_row) for entry in params.prompt_sources]
     for prompt_set in prompt_sets:

@@ -1,0 +1,105 @@
+"""Scale-invariant dependence measures (issue 14): identity, null, scale and rank-order invariance, gradients;
+and the anchors that expose the degenerate σ = 1 HSIC."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mva_core.decorrelation import MEASURES, module_record, uninformative_share
+from mva_core.dependence import SCALE_INVARIANT, delta_w_norm, linear_cka, random_like
+
+R, D_IN, D_OUT = 8, 96, 64
+
+
+def factors(seed: int, scale: float = 0.05):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(R, D_IN, generator=g) * scale, torch.randn(D_OUT, R, generator=g) * scale, 2.0
+
+
+@pytest.mark.parametrize("name", list(SCALE_INVARIANT))
+def test_identical_vectors_give_one(name):
+    u = factors(0)
+    assert SCALE_INVARIANT[name](u, u) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("name, null", [("row_overlap", R / D_IN), ("column_overlap", R / D_OUT),
+                                        ("cka_linear_delta_w", R / D_OUT), ("cka_rbf_delta_w", None)])
+def test_independent_random_vectors_sit_near_the_null(name, null):
+    values = torch.tensor([SCALE_INVARIANT[name](factors(2 * i), factors(2 * i + 1)) for i in range(40)])
+    if null is None:
+        assert values.mean() < 0.3
+    else:
+        assert values.mean() == pytest.approx(null, rel=0.35)
+    assert values.max() < 0.5
+
+
+@pytest.mark.parametrize("name", list(SCALE_INVARIANT))
+def test_scaling_the_trained_vector_changes_nothing(name):
+    u, v = factors(0), factors(1)
+    mixed = (v[0] + 0.5 * u[0], v[1] + 0.5 * u[1], v[2])  # a dependent pair, so the value is not near 0
+    shrunk = (mixed[0] * 0.3, mixed[1] * 0.2, mixed[2])
+    assert SCALE_INVARIANT[name](u, shrunk) == pytest.approx(SCALE_INVARIANT[name](u, mixed), rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", list(SCALE_INVARIANT))
+def test_order_of_rank_components_does_not_matter(name):
+    u, v = factors(0), factors(1)
+    mixed = (v[0] + u[0], v[1] + u[1], v[2])
+    perm = torch.randperm(R, generator=torch.Generator().manual_seed(3))
+    permuted = (mixed[0][perm], mixed[1][:, perm], mixed[2])  # the same ΔW
+    assert SCALE_INVARIANT[name](u, permuted) == pytest.approx(SCALE_INVARIANT[name](u, mixed), rel=1e-4, abs=1e-6)
+
+
+def test_linear_cka_gradient_matches_float64_autograd():
+    (A_u, B_u, _), (A_v, B_v, _) = factors(0), factors(1)
+    grads = []
+    for dtype in (torch.float32, torch.float64):
+        A, B = A_u.to(dtype).clone().requires_grad_(), B_u.to(dtype).clone().requires_grad_()
+        linear_cka(A, B, A_v.to(dtype), B_v.to(dtype)).backward()
+        grads.append((A.grad.double(), B.grad.double()))
+    for got, expected in zip(*grads):
+        torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-6)
+    assert grads[1][0].abs().sum() > 0
+
+
+def test_linear_cka_gradient_is_not_along_the_vector():
+    """Unlike the σ = 1 HSIC, descending CKA does not just shrink A: its gradient is orthogonal to A (scale
+    invariance: d/dt CKA(tA) = 0)."""
+    (A_u, B_u, _), (A_v, B_v, _) = factors(0), factors(1)
+    A = (A_u + A_v).clone().requires_grad_()
+    linear_cka(A, B_u + B_v, A_v, B_v).backward()
+    cosine = torch.nn.functional.cosine_similarity(A.grad.flatten(), A.detach().flatten(), dim=0)
+    assert abs(float(cosine)) < 1e-4
+
+
+def test_delta_w_norm_matches_the_materialised_update():
+    A, B, s = factors(0)
+    assert delta_w_norm((A, B, s)) == pytest.approx(float((s * B @ A).norm()), rel=1e-5)
+
+
+def test_random_anchor_keeps_shapes_and_norms():
+    u = factors(0)
+    A, B, s = random_like(u, torch.Generator().manual_seed(0))
+    assert A.shape == u[0].shape and B.shape == u[1].shape and s == u[2]
+    assert float(A.norm()) == pytest.approx(float(u[0].norm()), rel=1e-5)
+    assert float(B.norm()) == pytest.approx(float(u[1].norm()), rel=1e-5)
+
+
+def test_anchors_expose_the_sigma1_hsic_and_keep_cka_informative():
+    """At LoRA dimensions σ = 1 HSIC on A rows cannot tell a vector from itself: its self anchor lies inside the
+    independent range. Linear CKA of a strongly dependent pair lies far above that range."""
+    u = factors(0, scale=1 / D_IN**0.5)  # kaiming-like A rows: pairwise distances all about equal
+    v = (u[0] + 0.1 * factors(1)[0], u[1] + 0.1 * factors(1)[1], 2.0)  # nearly the same vector
+    record = module_record("layer.q_proj", u, v, draws=20)
+    assert record["hsic_lora_a_sigma1_indep_lo"] <= record["hsic_lora_a_sigma1"] * 1.05
+    assert record["hsic_lora_a_sigma1_self"] < 1.1 * record["hsic_lora_a_sigma1_indep_hi"]
+    assert record["hsic_lora_a_sigma1_kernel_std"] < 0.1 < record["hsic_delta_w_median_kernel_std"]
+    assert record["cka_linear_delta_w"] > 0.8 > record["cka_linear_delta_w_indep_hi"]
+    assert set(MEASURES) <= {key for key in record}
+
+
+def test_uninformative_share_counts_values_inside_the_independent_range():
+    import pandas as pd
+
+    table = pd.DataFrame({"m": [0.5, 0.9, 0.1], "m_indep_lo": [0.4, 0.4, 0.2], "m_indep_hi": [0.6, 0.6, 0.3]})
+    assert uninformative_share(table, "m") == pytest.approx(1 / 3)
