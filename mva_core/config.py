@@ -136,7 +136,12 @@ def check_config(config: Mapping[str, Any]) -> None:
     k = len(values)
     per_value = f"one per value, in training order: {values}"
     seen: dict[int, str] = {}
+    folded: dict[str, str] = {}
     for value in values:
+        if value.lower() in folded:
+            raise _key_error(f"values.{value}", f"differs from value {folded[value.lower()]!r} only in case; their "
+                                                "output folders would collide on case-insensitive file systems")
+        folded[value.lower()] = value
         order = config["values"][value]["order"]
         if order in seen:
             raise _key_error(f"values.{value}.order", f"{order} is also the order of {seen[order]!r}; orders must be unique")

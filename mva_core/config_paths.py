@@ -55,3 +55,13 @@ def check_config_paths(config: Mapping[str, Any], workdir: str | Path) -> None:
     base = config["base_model"]["source"]
     if base not in BUILTIN_MODEL_SOURCES:
         _check_path("base_model.source", base, model_roots, "data_roots/model_roots")
+
+
+def check_output_dir(run_dir: str | Path) -> None:
+    """Raise ConfigError (key ``run_name``) if ``run_dir`` or, while it does not exist yet, its nearest existing
+    parent is not writable: a read-only ``results/`` fails at start instead of in the middle of the first job."""
+    target = Path(os.path.abspath(run_dir))
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"config key 'run_name': outputs go to {run_dir}, but {existing} is not a writable "
+                          "directory; fix its permissions or run from a working directory you can write to")

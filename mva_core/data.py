@@ -210,9 +210,10 @@ def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _open_text(path: Path):
+    """UTF-8 text, with a leading byte-order mark (as Windows editors write it) skipped."""
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
 
 
 def _json_line_records(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:

@@ -180,8 +180,8 @@ def write_figures(tables: EvaluationTables, points: pd.DataFrame, training_logs:
 
 def sensitivity_table(methods: Mapping[str, Mapping], frontiers: pd.DataFrame,
                       decorrelation: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Held-out hypervolume and measured dependence of every grid method whose penalty is HSIC or none (weight
-    0), by weight; the dependence columns use the same estimators for every row (``decorrelation.MEASURES``).
+    """Held-out hypervolume and measured dependence of every grid method whose penalty is HSIC, CKA or none
+    (weight 0), by weight; the dependence columns use the same estimators for every row (``decorrelation.MEASURES``).
 
     Penalty-free methods appear as weight 0 in every (form, sigma) series, so each curve starts at the soup.
     """
@@ -189,9 +189,9 @@ def sensitivity_table(methods: Mapping[str, Mapping], frontiers: pd.DataFrame,
     rows, series = [], set()
     for name, method in methods.items():
         penalty = method["penalty"]
-        if method.get("type", "grid") != "grid" or penalty["kind"] not in ("hsic", "none") or name not in decorrelation:
+        if method.get("type", "grid") != "grid" or penalty["kind"] not in ("hsic", "cka", "none") or name not in decorrelation:
             continue
-        label = f"{penalty.get('form', 'lora_a')}, sigma={penalty.get('sigma', 1.0)}" if penalty["kind"] == "hsic" else None
+        label = {"hsic": f"{penalty.get('form', 'lora_a')}, sigma={penalty.get('sigma', 1.0)}", "cka": "cka"}.get(penalty["kind"])
         series.add(label)
         rows.append({"method": name, "series": label, "weight": float(penalty.get("weight", 0.0)),
                      "hypervolume": hv.loc[name, "hypervolume"], "hv_ci_low": hv.loc[name, "hv_ci_low"],

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from mva_core.config_paths import check_config_paths
+from mva_core.config_paths import check_config_paths, check_output_dir
 from mva_core.data import resolve_source
 from mva_core.config import (
     INDEPENDENT,
@@ -22,6 +22,7 @@ config.update(validate_config(config))
 check_config_paths(config, Path.cwd())  # paths stay inside their roots; local data files exist
 
 RUN = f"results/{config['run_name']}"
+check_output_dir(RUN)
 VALUES = value_order(config)
 METHODS = list(config["methods"])
 SPLITS = ["dpo_train", "rm_train", "eval"]
@@ -49,6 +50,10 @@ def heavy_threads(wildcards):
     """Threads of a training/generation/scoring job: every core Snakemake was given (read when the job is
     scheduled, so commands without --cores, such as --unlock and --report, still parse)."""
     return max(1, workflow.cores)
+
+
+def benchmark_path(stage, name="main"):
+    return f"{RUN}/benchmarks/{stage}/{name}.tsv"
 
 
 def log_path(stage, name="main"):

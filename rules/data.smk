@@ -34,6 +34,8 @@ rule data_summary:
         markdown=f"{RUN}/data/summary.md",
     log:
         log_path("data_summary"),
+    benchmark:
+        benchmark_path("data_summary")
     threads: 1
     resources:
         mem_mb=2000,

@@ -28,6 +28,8 @@ rule evaluation_prompts:
         seed=config["seed"],
     log:
         log_path("evaluation_prompts"),
+    benchmark:
+        benchmark_path("evaluation_prompts")
     threads: 1
     resources:
         mem_mb=2000,
@@ -48,6 +50,8 @@ rule grid_points:
         seed=config["seed"],
     log:
         log_path("grid_points", "{method}"),
+    benchmark:
+        benchmark_path("grid_points", "{method}")
     threads: 1
     resources:
         mem_mb=1000,
@@ -126,6 +130,8 @@ rule frontiers:
         markdown=MARKDOWN_TABLES,
     log:
         log_path("frontiers"),
+    benchmark:
+        benchmark_path("frontiers")
     threads: 1
     resources:
         mem_mb=4000,

@@ -51,6 +51,8 @@ rule figures:
         target=config["evaluation"]["win_rate_target"],
     log:
         log_path("figures"),
+    benchmark:
+        benchmark_path("figures")
     threads: 1
     resources:
         mem_mb=4000,

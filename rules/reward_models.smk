@@ -48,6 +48,8 @@ rule reward_model_accuracy:
     threads: heavy_threads
     log:
         log_path("reward_model_accuracy", "{value}"),
+    benchmark:
+        benchmark_path("reward_model_accuracy", "{value}")
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=60,

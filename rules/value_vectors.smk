@@ -38,6 +38,8 @@ rule decorrelation_table:
         penalty=lambda wc: config["methods"][wc.method]["penalty"],
     log:
         log_path("decorrelation_table", "seed{seed}_{method}"),
+    benchmark:
+        benchmark_path("decorrelation_table", "seed{seed}_{method}")
     threads: 1
     resources:
         mem_mb=4000,

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mva_core.decorrelation import MEASURES
 from mva_core.reporting import build_tables, sensitivity_table
 from mva_core.statistics import accuracy_check
 from mva_core.summary import summary_markdown
@@ -117,15 +118,17 @@ def test_summary_names_no_leader_without_a_paired_difference_and_flags_chance_ev
 def test_sensitivity_puts_the_unpenalised_method_at_weight_zero_of_every_series():
     frontiers = pd.DataFrame({"method": ["soup", "w1", "w10", "w10_s2"], "hypervolume": [1.0, 2.0, 3.0, 4.0],
                               "hv_ci_low": [0.5] * 4, "hv_ci_high": [5.0] * 4})
-    metrics = {"hsic_lora_a_sigma1": 0.1, "hsic_lora_a_median": 0.2, "hsic_delta_w_sigma1": 0.0,
-               "hsic_delta_w_median": 0.3, "cosine_delta_w": 0.0}
+    metrics = {**{name: 0.2 for name in MEASURES}, "norm_b": 1.5}
     decor = {m: pd.DataFrame([{**metrics, "hsic_lora_a_sigma1": h}]) for m, h in
-             [("soup", 0.3), ("w1", 0.2), ("w10", 0.1), ("w10_s2", 0.05)]}
+             [("soup", 0.3), ("w1", 0.2), ("w10", 0.1), ("w10_s2", 0.05), ("c1", 0.2)]}
     methods = {"soup": {"penalty": {"kind": "none"}},
                "w1": {"penalty": {"kind": "hsic", "weight": 1.0, "form": "lora_a", "sigma": 1.0}},
                "w10": {"penalty": {"kind": "hsic", "weight": 10.0, "form": "lora_a", "sigma": 1.0}},
-               "w10_s2": {"penalty": {"kind": "hsic", "weight": 10.0, "form": "lora_a", "sigma": 2.0}}}
+               "w10_s2": {"penalty": {"kind": "hsic", "weight": 10.0, "form": "lora_a", "sigma": 2.0}},
+               "c1": {"penalty": {"kind": "cka", "weight": 1.0}}}
+    frontiers = pd.concat([frontiers, pd.DataFrame([{"method": "c1", "hypervolume": 2.5, "hv_ci_low": 0.5,
+                                                     "hv_ci_high": 5.0}])])
     table = sensitivity_table(methods, frontiers, decor)
     series = table.groupby("series")["weight"].apply(sorted).to_dict()
-    assert series == {"lora_a, sigma=1.0": [0.0, 1.0, 10.0], "lora_a, sigma=2.0": [0.0, 10.0]}
+    assert series == {"lora_a, sigma=1.0": [0.0, 1.0, 10.0], "lora_a, sigma=2.0": [0.0, 10.0], "cka": [0.0, 1.0]}
     assert set(metrics) <= set(table.columns)
