@@ -167,15 +167,23 @@ def sample_prompts(prompts: pd.DataFrame, n: int | None, seed: int, stratify: st
     return prompts.iloc[np.sort(chosen)].reset_index(drop=True)
 
 
+def prompt_words(messages: Sequence[Mapping[str, str]]) -> int:
+    """Whitespace-separated words over all messages of a prompt."""
+    return sum(len(str(m["content"]).split()) for m in messages)
+
+
 def evaluation_prompts(eval_splits: Mapping[str, pd.DataFrame], per_value: int,
-                       prompt_sets: Sequence[PromptSet] = (), seed: int = 0) -> pd.DataFrame:
+                       prompt_sets: Sequence[PromptSet] = (), seed: int = 0,
+                       max_words: int | None = None) -> pd.DataFrame:
     """The prompts every model answers and every reward model scores: columns ``PROMPT_TABLE_COLUMNS``.
 
     First the first ``per_value`` distinct prompts of each value's eval split (its order is a seeded shuffle;
     none when ``per_value`` is 0), ``origin`` = the value, no ``category``; then, per prompt set, ``n`` prompts
     not taken yet, drawn by ``sample_prompts`` with ``seed`` (stratified over ``category``), ``origin`` = the
-    set's name. ``prompt`` holds chat messages.
+    set's name. ``prompt`` holds chat messages. With ``max_words``, prompts of more words (``prompt_words``) are
+    skipped everywhere (long multi-turn transcripts dominate generation time on a CPU).
     """
+    short_enough = (lambda m: True) if max_words is None else (lambda m: prompt_words(m) <= max_words)
     rows, seen = [], set()
     for value, split in (eval_splits.items() if per_value else ()):
         taken = 0
@@ -183,18 +191,21 @@ def evaluation_prompts(eval_splits: Mapping[str, pd.DataFrame], per_value: int,
             if taken == per_value:
                 break
             pid = prompt_id(messages)
-            if pid in seen:
+            if pid in seen or not short_enough(messages):
                 continue
             seen.add(pid)
             rows.append({"prompt_id": pid, "prompt": list(messages), "origin": value, "category": None})
             taken += 1
         if taken < per_value:
             raise ValueError(
-                f"value {value!r}: its eval split has only {taken} distinct prompts but evaluation.prompts_per_value "
-                f"is {per_value}; lower it or raise data.max_pairs.eval / data.split.eval"
+                f"value {value!r}: its eval split has only {taken} distinct prompts"
+                + (f" of at most {max_words} words" if max_words is not None else "")
+                + f" but evaluation.prompts_per_value is {per_value}; lower it or raise data.max_pairs.eval / "
+                "data.split.eval" + (" / evaluation.max_prompt_words" if max_words is not None else "")
             )
     for prompt_set in prompt_sets:
-        fresh = prompt_set.prompts[~prompt_set.prompts["prompt_id"].isin(seen)]
+        fresh = prompt_set.prompts[~prompt_set.prompts["prompt_id"].isin(seen)
+                                   & prompt_set.prompts["prompt"].map(short_enough)]
         if prompt_set.n is not None and prompt_set.n > len(fresh):
             overlap = len(prompt_set.prompts) - len(fresh)
             raise ValueError(

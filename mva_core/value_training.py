@@ -270,6 +270,9 @@ def train_value_vector(
         trainer.train(resume_from_checkpoint=resume_from)
 
     with atomic_directory(output_dir) as tmp:
+        # An absolute base path: the adapter then loads with AutoPeftModelForCausalLM from any working directory
+        # (after moving results/, pass the base model explicitly, or use mva-export).
+        model.peft_config[TRAINED_ADAPTER].base_model_name_or_path = str(Path(sft_model_dir).resolve())
         model.save_pretrained(str(tmp), selected_adapters=[TRAINED_ADAPTER])
         write_parquet(training_log(trainer.state.log_history), tmp / "training_log.parquet")
         write_json(

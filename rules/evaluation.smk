@@ -22,6 +22,7 @@ rule evaluation_prompts:
     params:
         values=VALUES,
         per_value=config["evaluation"]["prompts_per_value"],
+        max_words=config["evaluation"]["max_prompt_words"],
         prompt_sources=config["evaluation"]["prompt_sources"],
         roots=config["data_roots"],
         on_bad_row=config["data"]["on_bad_row"],

@@ -54,3 +54,11 @@ def test_evaluation_prompts_take_distinct_prompts_per_value():
 def test_evaluation_prompts_name_the_value_that_runs_short():
     with pytest.raises(ValueError, match="value 'b'.*prompts_per_value"):
         evaluation_prompts({"a": _split(["x", "y"]), "b": _split(["x"])}, per_value=1)
+
+
+def test_max_words_skips_long_prompts_and_names_the_setting():
+    long = "word " * 30
+    prompts = evaluation_prompts({"a": _split([long, "short one", "short two"])}, per_value=2, max_words=10)
+    assert len(prompts) == 2 and all(len(m[0]["content"].split()) <= 10 for m in prompts["prompt"])
+    with pytest.raises(ValueError, match="of at most 10 words.*evaluation.max_prompt_words"):
+        evaluation_prompts({"a": _split([long, "short"])}, per_value=2, max_words=10)

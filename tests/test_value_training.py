@@ -97,6 +97,8 @@ def test_penalty_lowers_hsic_and_output_is_a_default_only_adapter(setup, penalis
     sft = AutoModelForCausalLM.from_pretrained(root / "sft")
     loaded = PeftModel.from_pretrained(sft, penalised)
     assert list(loaded.peft_config) == ["default"]
+    assert json.loads((penalised / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        (root / "sft").resolve())
 
     log = pd.read_parquet(penalised / "training_log.parquet")
     assert log["step"].tolist() == [1, 2, 3, 4]

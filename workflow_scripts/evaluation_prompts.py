@@ -14,4 +14,4 @@ with logged_job(snakemake):
         print(f"prompt source {prompt_set.name!r}: {len(prompt_set.prompts)} prompts "
               f"({prompt_set.prompts.attrs['rows_read']} rows read, dropped {prompt_set.prompts.attrs['drops']})")
     current_provenance()["data_sources"] = source_hashes([e["path"] for e in params.prompt_sources], params.roots)
-    write_parquet(evaluation_prompts(splits, params.per_value, prompt_sets, params.seed), snakemake.output[0])
+    write_parquet(evaluation_prompts(splits, params.per_value, prompt_sets, params.seed, params.max_words), snakemake.output[0])
