@@ -12,15 +12,16 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from mva_core.artifacts import config_hash, file_sha256
 from mva_core.combine import ADAPTER_WEIGHTS, ValueMixer
+from mva_core.progress import LineProgress, row_progress
 from mva_core.shards import run_sharded
 
 LAMBDA_PREFIX = "lam_"
@@ -122,9 +123,7 @@ def generate_grid(
     queue = _build_queue(points, prompts, encode_prompts(tokenizer, prompts), lam_columns)
     folder = Path(shard_dir) / _fingerprint(model, mixer, queue, settings, shard_size) if shard_dir else None
     runner = _Runner(model, tokenizer, mixer, settings)
-    with _eval_mode(model), torch.inference_mode(), tqdm(
-        total=len(queue), disable=not progress, unit="row", desc="generate"
-    ) as bar:
+    with _eval_mode(model), torch.inference_mode(), row_progress(len(queue), "generate", progress) as bar:
         result = run_sharded(len(queue), shard_size, folder, lambda start, stop: runner.run(queue[start:stop], bar),
                              reused=bar.update)
     return result.sort_values(["point_id", "prompt_id"], kind="stable").reset_index(drop=True)
@@ -214,7 +213,7 @@ class _Runner:
         pad = self.tokenizer.pad_token_id
         self.pad_id = self.eos_ids[0] if pad is None else pad
 
-    def run(self, rows: list[_Row], bar: tqdm) -> pd.DataFrame:
+    def run(self, rows: list[_Row], bar: LineProgress | Any) -> pd.DataFrame:
         """Results of ``rows`` (any order)."""
         records: list[dict] = []
         lengths = [len(r.input_ids) for r in rows]

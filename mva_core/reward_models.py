@@ -24,6 +24,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from mva_core.artifacts import atomic_directory, config_hash, library_versions, write_json, write_parquet
 from mva_core.oracles import OracleScorer
+from mva_core.progress import LineProgress, ProgressLog
 from mva_core.runtime import resume_point
 from mva_core.shards import run_sharded
 from mva_core.statistics import accuracy_check
@@ -322,6 +323,7 @@ def train_reward_model(
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=_lora_config(model, settings),
+            callbacks=[ProgressLog("reward model")],
         )
         result = trainer.train(resume_from_checkpoint=resume)
     trained = trainer.model.merge_and_unload() if settings.lora_r is not None else trainer.model
@@ -468,13 +470,16 @@ def score_generations(
     responses = generations["response"].astype(str).tolist()
     row_ids = [f"point_id={p}, prompt_id={q}" for p, q in zip(generations["point_id"], generations["prompt_id"])]
 
+    progress = LineProgress(len(generations), f"score {value}")
+
     def score_rows(start: int, stop: int) -> pd.DataFrame:
         rewards = scorer.score(messages[start:stop], responses[start:stop])
         _check_finite_rewards(rewards, row_ids[start:stop], scorer)
+        progress.update(stop - start)
         return pd.DataFrame({"reward": rewards})
 
     folder = Path(shard_dir) / _scoring_fingerprint(scorer, generations, shard_size) if shard_dir else None
-    rewards = run_sharded(len(generations), shard_size, folder, score_rows)["reward"].to_numpy()
+    rewards = run_sharded(len(generations), shard_size, folder, score_rows, reused=progress.update)["reward"].to_numpy()
     carried = [c for c in ("method",) if c in generations.columns]
     out = generations[["point_id", "prompt_id", *carried]].reset_index(drop=True)
     return out.assign(value=value, reward=rewards)

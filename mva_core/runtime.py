@@ -73,3 +73,4 @@ def _marker_fingerprint(marker: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
 
+

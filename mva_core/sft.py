@@ -19,6 +19,7 @@ from trl import SFTConfig, SFTTrainer
 
 from mva_core.artifacts import atomic_directory, library_versions, write_json, write_parquet
 from mva_core.precision import Precision, resolve_precision
+from mva_core.progress import ProgressLog
 from mva_core.runtime import resume_point
 
 
@@ -92,7 +93,8 @@ def run_sft(
         task_type="CAUSAL_LM",
     )
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=sft_rows(pairs), processing_class=tokenizer, peft_config=peft_config
+        model=model, args=args, train_dataset=sft_rows(pairs), processing_class=tokenizer, peft_config=peft_config,
+        callbacks=[ProgressLog("SFT")],
     )
     run = {"base_model_dir": str(base_model_dir), "pair_ids": pairs["pair_id"].astype(str).tolist(), "settings": asdict(settings)}
     trainer.train(resume_from_checkpoint=resume_point(checkpoint_dir, run))

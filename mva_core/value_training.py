@@ -32,6 +32,7 @@ from mva_core.artifacts import atomic_directory, library_versions, write_json, w
 from mva_core.dependence import delta_w_norm
 from mva_core.penalties import DecorrelationPenalty, PenaltySettings, collect_lora_pairs, module_label
 from mva_core.precision import Precision, resolve_precision
+from mva_core.progress import ProgressLog
 from mva_core.runtime import check_finite, resume_point
 
 TRAINED_ADAPTER = "default"
@@ -255,6 +256,7 @@ def train_value_vector(
         if missing:
             raise ValueError(f"MODPO margin values {missing} have no value vector in frozen_vectors")
         trainer_class, objective = MODPOTrainer, {"margin_weights": dict(margin_weights), "beta": dpo.beta}
+    print(f"DPO: {len(pairs)} pairs; precomputing the reference model's log-probabilities", flush=True)
     with _quiet_progress_bars():
         trainer = trainer_class(
             model,
@@ -265,6 +267,7 @@ def train_value_vector(
             penalty=penalty,
             precision=precision,
             frozen_adapters=[] if margin_weights else list(frozen),
+            callbacks=[ProgressLog("MODPO" if margin_weights else "DPO")],
             **objective,
         )
         trainer.train(resume_from_checkpoint=resume_from)
