@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 PROVENANCE_KEY = b"mva.provenance"
 PROVENANCE_FILE = "provenance.json"
 CHECKSUMS_FILE = "checksums.sha256"
+_UNTRACKED = (CHECKSUMS_FILE, ".snakemake_timestamp")  # the manifest itself; Snakemake's marker in directory outputs
 _PROVENANCE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mva_provenance", default=None)
 
 
@@ -124,7 +125,7 @@ def _make_readable(folder: Path) -> None:
 
 def _write_checksums(folder: Path) -> None:
     lines = [f"{file_sha256(p)}  {p.relative_to(folder).as_posix()}"
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != CHECKSUMS_FILE]
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in _UNTRACKED]
     (folder / CHECKSUMS_FILE).write_text("\n".join(lines) + "\n")
     os.chmod(folder / CHECKSUMS_FILE, 0o666 & ~_umask())
 
@@ -165,7 +166,7 @@ def _verify_manifest(folder: Path, manifest: Path) -> None:
         if file_sha256(member) != digest:
             raise CorruptArtifactError(folder, f"{name} differs from the sha256 recorded when it was written")
     extra = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                   if p.is_file() and p.name != CHECKSUMS_FILE and p.relative_to(folder).as_posix() not in expected)
+                   if p.is_file() and p.name not in _UNTRACKED and p.relative_to(folder).as_posix() not in expected)
     if extra:
         raise CorruptArtifactError(folder, f"files not written with it: {extra[:5]}")
 

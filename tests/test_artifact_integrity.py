@@ -64,6 +64,15 @@ def test_a_same_size_adapter_overwritten_with_nan_is_refused(tmp_path):
         read_value_vector(folder)
 
 
+def test_snakemakes_timestamp_marker_is_not_an_extra_file(tmp_path):
+    _adapter(tmp_path / "vec")
+    (tmp_path / "vec" / ".snakemake_timestamp").write_text("")  # Snakemake adds it to directory outputs
+    verify_artifact(tmp_path / "vec")
+    (tmp_path / "vec" / "stray.bin").write_bytes(b"x")
+    with pytest.raises(CorruptArtifactError, match="files not written with it: \\['stray.bin'\\]"):
+        verify_artifact(tmp_path / "vec")
+
+
 def test_a_truncated_adapter_and_a_missing_file_are_named(tmp_path):
     folder = tmp_path / "vec"
     _adapter(folder)
