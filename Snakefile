@@ -8,7 +8,7 @@
 # config.yaml is the default run, not a base layer: it applies only when no --configfile is given, so a config file
 # stands alone (its values and methods are all there is); several --configfile files still merge in order.
 if not workflow.overwrite_configfiles:
-    workflow.configfile("config.yaml")
+    workflow.configfile(f"{workflow.basedir}/config.yaml")
 
 
 include: "rules/common.smk"

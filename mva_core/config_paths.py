@@ -13,6 +13,7 @@ from typing import Any
 
 from mva_core.config import ConfigError
 from mva_core.data import DataError, resolve_source
+from mva_core.fetch import load_manifest
 
 BUILTIN_MODEL_SOURCES = {"smollm2_gguf", "tiny_random", "train"}
 
@@ -33,8 +34,15 @@ def _check_path(key: str, value: str, roots: Sequence[Path], root_keys: str) -> 
                           f"under one of the {root_keys} or add a root")
 
 
+def manifest_path(config: Mapping[str, Any]) -> Path:
+    """The data manifest (``data_manifest``), relative paths taken from the repository root."""
+    path = Path(config["data_manifest"])
+    return path if path.is_absolute() else Path(__file__).resolve().parents[1] / path
+
+
 def check_config_paths(config: Mapping[str, Any], workdir: str | Path) -> None:
-    """Raise ConfigError naming the key of the first path that escapes its roots or the first missing data file."""
+    """Raise ConfigError naming the key of the first path that escapes its roots or the first missing data file
+    that the data manifest cannot download either."""
     workdir = Path(os.path.abspath(workdir))
     data_roots = [Path(os.path.abspath(workdir / root)) for root in config["data_roots"]]
     model_roots = [workdir, *data_roots, *(Path(os.path.abspath(workdir / r)) for r in config.get("model_roots", []))]
@@ -42,12 +50,15 @@ def check_config_paths(config: Mapping[str, Any], workdir: str | Path) -> None:
                for value, spec in config["values"].items() for i, source in enumerate(spec["sources"])]
     sources += [(f"evaluation.prompt_sources[{i}].path", source["path"])
                 for i, source in enumerate(config["evaluation"].get("prompt_sources") or [])]
+    fetchable = set(load_manifest(manifest_path(config)))
     for key, path in sources:
         _check_path(key, path, [workdir, *data_roots], "data_roots")
         try:
             resolve_source(path, data_roots)
         except DataError as exc:
-            raise ConfigError(f"config key '{key}': {exc}") from None
+            if path not in fetchable:
+                raise ConfigError(f"config key '{key}': {exc}; it is not in {config['data_manifest']} either, so it "
+                                  "cannot be downloaded") from None
     for value, spec in config["values"].items():
         model = spec.get("reward_model", {}).get("source", "train")
         if model not in BUILTIN_MODEL_SOURCES:

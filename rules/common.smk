@@ -4,8 +4,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from mva_core.config_paths import check_config_paths, check_output_dir
-from mva_core.data import resolve_source
+from mva_core.config_paths import check_config_paths, check_output_dir, manifest_path
+from mva_core.data import DataError, resolve_source
+from mva_core.fetch import load_manifest
 from mva_core.config import (
     INDEPENDENT,
     chain_penalty,
@@ -39,11 +40,23 @@ wildcard_constraints:
     seed="|".join(SEEDS),
 
 
+DATA_MANIFEST = load_manifest(manifest_path(config))
+DATA_ROOT = config["data_roots"][0] if config["data_roots"] else "resources/data"
+
+
 def local_data_files(sources):
     """The local files ``sources`` resolve to (hub ids excluded): rule inputs, so a replaced or newly shadowing data
-    file (e.g. one added under an earlier data root) reruns the jobs that read it."""
-    resolved = (resolve_source(source["path"], config["data_roots"]) for source in sources)
-    return [str(path) for path in resolved if isinstance(path, Path)]
+    file (e.g. one added under an earlier data root) reruns the jobs that read it. A file found under no data root
+    but listed in the data manifest is expected in the first data root, where rule fetch_data downloads it."""
+    files = []
+    for source in sources:
+        try:
+            resolved = resolve_source(source["path"], config["data_roots"])
+        except DataError:
+            resolved = Path(DATA_ROOT) / source["path"]  # check_config_paths made sure it is in the manifest
+        if isinstance(resolved, Path):
+            files.append(str(resolved))
+    return files
 
 
 def heavy_threads(wildcards):

@@ -1,4 +1,27 @@
-# Preference data: load each value's sources, drop bad rows (counted), split by prompt hash.
+# Preference data: download missing files (pinned URLs, verified sha256), load each value's sources, drop bad rows
+# (counted), split by prompt hash.
+import re
+
+
+rule fetch_data:
+    output:
+        f"{DATA_ROOT}/{{path}}",
+    wildcard_constraints:
+        path="|".join(re.escape(p) for p in DATA_MANIFEST) or "(?!)",
+    params:
+        url=lambda wc: DATA_MANIFEST[wc.path].url,
+        sha256=lambda wc: DATA_MANIFEST[wc.path].sha256,
+    log:
+        log_path("fetch_data", "{path}"),
+    benchmark:
+        benchmark_path("fetch_data", "{path}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    localrule: True
+    script:
+        "../workflow_scripts/fetch_data.py"
 
 
 rule prepare_value_data:
