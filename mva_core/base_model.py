@@ -33,6 +33,25 @@ class BaseModelSettings:
     tiny_hidden_size: int = 64
     tiny_layers: int = 2
     seed: int = 0
+    prompt_format: str = "chat_template"
+    chat_template: str | None = None
+
+
+PROMPT_FORMATS = ("chat_template", "hh_transcript", "custom")
+HH_TRANSCRIPT_TEMPLATE = (  # newlines as Jinja string escapes: HF renders templates with trim_blocks
+    "{% for message in messages %}{{ '\\n\\n' + ('Human' if message['role'] == 'user' else 'Assistant') + ': ' "
+    "+ message['content'] }}{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '\\n\\nAssistant:' }}{% endif %}"
+)
+"""The HH-RLHF transcript (``\n\nHuman: …\n\nAssistant: …``) of the paper and its reward models, as a chat template:
+SFT, DPO and generation all render prompts through the tokenizer's template, so setting it sets all three. An
+assistant turn ends with EOS, so the model learns to stop; generation also stops at ``HH_STOP``."""
+HH_STOP = "\n\nHuman:"
+
+
+def stop_strings(prompt_format: str) -> list[str]:
+    """Text that ends an assistant turn in generation (besides EOS) for a prompt format."""
+    return [HH_STOP] if prompt_format == "hh_transcript" else []
 
 
 def _gguf_location() -> tuple[Path, str]:
@@ -83,11 +102,22 @@ def load_source_model(settings: BaseModelSettings) -> tuple[PreTrainedModel, Pre
     return model, tokenizer
 
 
-def ensure_chat_ready(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Give the tokenizer a pad token and a chat template if it lacks them (base models such as Llama-2-hf)."""
+def ensure_chat_ready(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                      settings: BaseModelSettings = BaseModelSettings()) -> None:
+    """Give the tokenizer a pad token and the prompt format's chat template: ``chat_template`` keeps the model's
+    own (ChatML when it has none, as Llama-2-hf), ``hh_transcript`` installs ``HH_TRANSCRIPT_TEMPLATE``, ``custom``
+    installs ``settings.chat_template``."""
+    if settings.prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"base_model.prompt_format {settings.prompt_format!r}: expected one of {PROMPT_FORMATS}")
+    if (settings.prompt_format == "custom") != bool(settings.chat_template):
+        raise ValueError("base_model.chat_template is required with prompt_format 'custom' and allowed only there")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if not tokenizer.chat_template:
+    if settings.prompt_format == "hh_transcript":
+        tokenizer.chat_template = HH_TRANSCRIPT_TEMPLATE
+    elif settings.prompt_format == "custom":
+        tokenizer.chat_template = settings.chat_template
+    elif not tokenizer.chat_template:
         tokenizer.chat_template = CHAT_TEMPLATE
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -96,7 +126,7 @@ def ensure_chat_ready(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 def prepare_base_model(settings: BaseModelSettings, output_dir: str | Path) -> Path:
     """Write the base model + tokenizer to ``output_dir`` as safetensors (atomically)."""
     model, tokenizer = load_source_model(settings)
-    ensure_chat_ready(model, tokenizer)
+    ensure_chat_ready(model, tokenizer, settings)
     model = model.to(getattr(torch, settings.dtype))
     with atomic_directory(output_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

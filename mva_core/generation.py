@@ -35,7 +35,8 @@ class GenerationSettings:
 
     ``batch_size`` caps the rows of a batch; ``max_batch_tokens`` (None: no cap) also caps its padded tokens, rows ×
     (longest prompt + ``max_new_tokens``), so long prompts go in smaller batches (a row over the budget goes alone).
-    Greedy outputs do not depend on either."""
+    Greedy outputs do not depend on either. A reply ends at EOS or at the first of ``stop_strings`` (e.g. the HH
+    transcript's next ``\n\nHuman:`` turn), which is cut off."""
 
     max_new_tokens: int = 64
     batch_size: int = 16
@@ -44,8 +45,10 @@ class GenerationSettings:
     top_p: float = 1.0
     seed: int = 0
     max_batch_tokens: int | None = None
+    stop_strings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "stop_strings", tuple(self.stop_strings))
         for name in ("max_new_tokens", "batch_size", "max_batch_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -256,6 +259,8 @@ class _Runner:
         s = self.settings
         kwargs = dict(max_new_tokens=s.max_new_tokens, do_sample=s.do_sample, use_cache=True,
                       pad_token_id=self.pad_id, eos_token_id=self.eos_ids)
+        if s.stop_strings:
+            kwargs.update(stop_strings=list(s.stop_strings), tokenizer=self.tokenizer)
         if s.do_sample:
             kwargs.update(temperature=s.temperature, top_p=s.top_p)
         return kwargs
@@ -263,11 +268,21 @@ class _Runner:
     def _record(self, row: _Row, tokens: list[int]) -> dict:
         stops = [i for i, token in enumerate(tokens) if token in self.eos_ids]
         length = stops[0] if stops else len(tokens)
+        response, stopped = cut_at_stop(self.tokenizer.decode(tokens[:length], skip_special_tokens=True),
+                                        self.settings.stop_strings)
+        if stopped:
+            length = len(self.tokenizer(response, add_special_tokens=False)["input_ids"])
         return {
             "point_id": row.point_id,
             "prompt_id": row.prompt_id,
-            "response": self.tokenizer.decode(tokens[:length], skip_special_tokens=True).strip(),
+            "response": response.strip(),
             "n_prompt_tokens": len(row.input_ids),
             "n_response_tokens": length,
-            "finished": bool(stops),
+            "finished": bool(stops) or stopped,
         }
+
+
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to the first occurrence of any stop string, and whether one occurred."""
+    cuts = [i for i in (text.find(stop) for stop in stop_strings) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
+from mva_core.base_model import stop_strings
 from mva_core.config_paths import check_config_paths, check_output_dir, manifest_path
 from mva_core.data import DataError, resolve_source
 from mva_core.fetch import load_manifest

@@ -72,7 +72,8 @@ rule generate:
         f"{SEED_RUN}/evaluation/{{method}}/generations.parquet",
     params:
         adapters=lambda wc: list(method_adapters(wc)),
-        generation=config["evaluation"]["generation"],
+        generation={**config["evaluation"]["generation"],
+                    "stop_strings": stop_strings(config["base_model"]["prompt_format"])},
         shard_dir=f"{SEED_RUN}/checkpoints/generations/{{method}}",
     threads: heavy_threads
     log:
