@@ -116,3 +116,15 @@ def frozen_vector_dirs(wildcards):
     """Earlier value vectors of the chain (frozen while this one trains)."""
     job = vector_job(config, wildcards.chain, wildcards.value)
     return {u: vector_dir(wildcards.chain, u, wildcards.seed) for u in job.frozen_values}
+
+
+def reward_model_input(wildcards):
+    """The trained reward-model dir, or nothing for a hub id / local dir named in the config."""
+    if config["values"][wildcards.value]["reward_model"]["source"] == "train":
+        return {"model": f"{RUN}/reward_models/{wildcards.value}"}
+    return {}
+
+
+def reward_model_location(value):
+    source = config["values"][value]["reward_model"]["source"]
+    return f"{RUN}/reward_models/{value}" if source == "train" else source

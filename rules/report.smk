@@ -37,7 +37,6 @@ rule figures:
         summary=report(f"{RUN}/summary.md", caption="../report/summary.rst", category="Summary"),
         sensitivity=f"{RUN}/tables/sensitivity.parquet",
     params:
-        figure_dir=FIGURE_DIR,
         values=VALUES,
         methods=VECTOR_METHODS,
         seeds=SEEDS,
@@ -45,7 +44,6 @@ rule figures:
         method_settings={m: config["methods"][m] for m in VECTOR_METHODS},
         sensitivity=SENSITIVITY,
         log_labels=[f"{c}/{v}" for c, v in TRAINING_RUNS],
-        run_dir=RUN,
         tables=list(TABLES),
         run_name=config["run_name"],
         target=config["evaluation"]["win_rate_target"],

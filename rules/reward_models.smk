@@ -2,18 +2,6 @@
 # Accuracy is measured on the value's eval pairs, which no reward model was trained on.
 
 
-def reward_model_input(wildcards):
-    """The trained reward-model dir, or nothing for a hub id / local dir named in the config."""
-    if config["values"][wildcards.value]["reward_model"]["source"] == "train":
-        return {"model": f"{RUN}/reward_models/{wildcards.value}"}
-    return {}
-
-
-def reward_model_location(value):
-    source = config["values"][value]["reward_model"]["source"]
-    return f"{RUN}/reward_models/{value}" if source == "train" else source
-
-
 rule train_reward_model:
     input:
         base=f"{RUN}/models/base",

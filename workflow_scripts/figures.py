@@ -1,5 +1,6 @@
 """Snakemake entry point: the run's figures (PNG + PDF) and summary.md."""
 import glob
+from pathlib import Path
 
 import pandas as pd
 
@@ -24,10 +25,11 @@ with logged_job(snakemake) as log:
     decorrelation = read_decorrelation(inp.decorrelation)
     sensitivity = sensitivity_table(params.method_settings, tables.frontiers, decorrelation)
     write_parquet(sensitivity, snakemake.output.sensitivity)
-    written = write_figures(tables, points, logs, params.figure_dir, params.values, params.heatmap_methods,
+    figure_dir, run_dir = Path(snakemake.output.pngs[0]).parent, Path(snakemake.output.summary).parent
+    written = write_figures(tables, points, logs, figure_dir, params.values, params.heatmap_methods,
                             sensitivity if params.sensitivity else None)
     log.info("wrote %s", [str(p) for p in written])
-    benchmarks = glob.glob(f"{params.run_dir}/benchmarks/**/*.tsv", recursive=True)
+    benchmarks = glob.glob(f"{run_dir}/benchmarks/**/*.tsv", recursive=True)
     text = summary_markdown(params.run_name, tables, read_accuracies(inp.accuracy), decorrelation,
                             total_wall_seconds(benchmarks) if benchmarks else None, params.target)
     text += "\n" + provenance_markdown(current_provenance(), [read_provenance(p) for p in [*inp.data_summaries, inp.prompts]])
