@@ -12,7 +12,7 @@ rule base_model:
         f"{RUN}/benchmarks/base_model.tsv"
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=30,
     script:
         "../workflow_scripts/base_model.py"

@@ -81,7 +81,7 @@ rule generate:
     benchmark:
         f"{RUN}/benchmarks/generate/seed{{seed}}_{{method}}.tsv"
     resources:
-        mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=480,
         gpu=config["compute"]["gpus_per_job"],
     script:

@@ -21,7 +21,7 @@ rule train_value_vector:
     benchmark:
         f"{RUN}/benchmarks/train_value_vector/seed{{seed}}_{{chain}}_{{value}}.tsv"
     resources:
-        mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=480,
         gpu=config["compute"]["gpus_per_job"],
     script:
@@ -69,7 +69,7 @@ rule train_modpo_vector:
     benchmark:
         f"{RUN}/benchmarks/train_modpo_vector/seed{{seed}}_{{method}}_w{{index}}.tsv"
     resources:
-        mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=480,
         gpu=config["compute"]["gpus_per_job"],
     script:
