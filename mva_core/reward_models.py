@@ -25,7 +25,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from mva_core.artifacts import atomic_directory, config_hash, library_versions, write_json, write_parquet
 from mva_core.oracles import OracleScorer
 from mva_core.progress import LineProgress, ProgressLog
-from mva_core.runtime import resume_point
+from mva_core.runtime import resume_point, tracking_kwargs
 from mva_core.shards import run_sharded
 from mva_core.statistics import accuracy_check
 
@@ -248,7 +248,8 @@ def _preference_dataset(
     })
 
 
-def _reward_config(settings: RewardModelSettings, output_dir: Path, checkpointing: bool) -> RewardConfig:
+def _reward_config(settings: RewardModelSettings, output_dir: Path, checkpointing: bool,
+                   tracking: str = "none") -> RewardConfig:
     from trl import RewardConfig
 
     return RewardConfig(
@@ -266,7 +267,7 @@ def _reward_config(settings: RewardModelSettings, output_dir: Path, checkpointin
         save_strategy="steps" if checkpointing else "no",
         save_steps=settings.save_steps,
         save_total_limit=2,
-        report_to=[],
+        **tracking_kwargs(tracking, output_dir),
         disable_tqdm=True,
     )
 
@@ -297,6 +298,7 @@ def train_reward_model(
     settings: RewardModelSettings,
     checkpoint_dir: str | Path | None = None,
     threads: int | None = None,
+    tracking: str = "none",
 ) -> Path:
     """Train a scalar reward model on ``pairs`` and save it as a plain sequence-classification model dir.
 
@@ -319,7 +321,7 @@ def train_reward_model(
     with tempfile.TemporaryDirectory(prefix="rm_trainer_") as scratch:
         trainer = CheckedRewardTrainer(
             model=model,
-            args=_reward_config(settings, checkpoint_dir or Path(scratch), checkpoint_dir is not None),
+            args=_reward_config(settings, checkpoint_dir or Path(scratch), checkpoint_dir is not None, tracking),
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=_lora_config(model, settings),

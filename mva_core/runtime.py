@@ -74,3 +74,23 @@ def _marker_fingerprint(marker: Path) -> str | None:
         return None
 
 
+
+
+TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def tracking_kwargs(tracking: str, logging_dir: str | Path) -> dict[str, Any]:
+    """TrainingArguments for config key ``tracking``: ``none`` (the default: the job log and training_log.parquet
+    only), ``tensorboard`` (event files under ``logging_dir``) or ``wandb`` (set WANDB_PROJECT etc. in the
+    environment). Fails naming the package when it is not installed."""
+    if tracking not in TRACKERS:
+        raise ValueError(f"tracking {tracking!r}: expected one of {sorted(TRACKERS)}")
+    package = TRACKERS[tracking]
+    if package is None:
+        return {"report_to": []}
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        raise ImportError(f"config key 'tracking' is {tracking!r} but the package {package!r} is not installed: "
+                          f"pip install {package}")
+    return {"report_to": [tracking], "logging_dir": str(Path(logging_dir) / "tracking")}

@@ -20,7 +20,7 @@ from trl import SFTConfig, SFTTrainer
 from mva_core.artifacts import atomic_directory, library_versions, write_json, write_parquet
 from mva_core.precision import Precision, resolve_precision
 from mva_core.progress import ProgressLog
-from mva_core.runtime import resume_point
+from mva_core.runtime import resume_point, tracking_kwargs
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ def run_sft(
     checkpoint_dir: str | Path,
     threads: int | None = None,
     precision: Precision | None = None,
+    tracking: str = "none",
 ) -> Path:
     """Fine-tune ``base_model_dir`` on ``pairs``' chosen replies and write the merged model to ``output_dir``.
 
@@ -80,7 +81,7 @@ def run_sft(
         save_total_limit=2,
         logging_steps=1,
         seed=settings.seed,
-        report_to=[],
+        **tracking_kwargs(tracking, checkpoint_dir),
         disable_tqdm=True,
         dataloader_num_workers=0,
         **(precision or resolve_precision("float32")).trainer_kwargs(),

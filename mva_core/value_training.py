@@ -33,7 +33,7 @@ from mva_core.dependence import delta_w_norm
 from mva_core.penalties import DecorrelationPenalty, PenaltySettings, collect_lora_pairs, module_label
 from mva_core.precision import Precision, resolve_precision
 from mva_core.progress import ProgressLog
-from mva_core.runtime import check_finite, resume_point
+from mva_core.runtime import check_finite, resume_point, tracking_kwargs
 
 TRAINED_ADAPTER = "default"
 RESERVED_ADAPTERS = (TRAINED_ADAPTER, "ref")  # "ref" is TRL's copy of the fresh adapter
@@ -170,6 +170,7 @@ def train_value_vector(
     target_weight: float = 1.0,
     init_seed: int | None = None,
     precision: Precision | None = None,
+    tracking: str = "none",
 ) -> Path:
     """DPO-train a LoRA value vector on ``pairs`` and write it to ``output_dir`` (atomically).
 
@@ -238,7 +239,7 @@ def train_value_vector(
         lr_scheduler_type=dpo.lr_scheduler,
         activation_checkpointing=dpo.gradient_checkpointing,
         **precision.trainer_kwargs(),
-        report_to=[],
+        **tracking_kwargs(tracking, checkpoint_dir),
         disable_tqdm=True,
         dataloader_num_workers=0,
     )

@@ -1,4 +1,5 @@
-"""Progress lines in job logs: per training step with total, elapsed and ETA; per tenth of a row loop."""
+"""Progress lines in job logs (per training step with total, elapsed and ETA; per tenth of a row loop) and the
+experiment-tracking setting."""
 from __future__ import annotations
 
 import re
@@ -28,3 +29,20 @@ def test_row_progress_prints_a_line_per_tenth_and_the_end(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 10 and lines[-1].startswith("generate: 95/95 rows (100%)")
     assert lines[0].startswith("generate: 10/95 rows (10%)")
+
+
+def test_tracking_maps_to_report_to_and_names_a_missing_package(tmp_path, monkeypatch):
+    import importlib.util
+
+    import pytest
+
+    from mva_core.runtime import tracking_kwargs
+
+    assert tracking_kwargs("none", tmp_path) == {"report_to": []}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match="config key 'tracking' is 'tensorboard'.*pip install tensorboard"):
+        tracking_kwargs("tensorboard", tmp_path)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert tracking_kwargs("wandb", tmp_path) == {"report_to": ["wandb"], "logging_dir": str(tmp_path / "tracking")}
+    with pytest.raises(ValueError, match="expected one of"):
+        tracking_kwargs("mlflow", tmp_path)

@@ -17,5 +17,6 @@ with logged_job(snakemake):
         SFTSettings(**settings),
         checkpoint_dir=snakemake.params.checkpoint_dir,
         threads=snakemake.threads,
+        tracking=snakemake.config["tracking"],
         precision=job_precision(snakemake.config),
     )

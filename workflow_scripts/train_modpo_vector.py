@@ -22,6 +22,7 @@ with logged_job(snakemake):
         penalty=PenaltySettings(),
         checkpoint_dir=snakemake.params.checkpoint_dir,
         threads=snakemake.threads,
+        tracking=snakemake.config["tracking"],
         precision=job_precision(snakemake.config),
         margin_weights=margins,
         target_weight=weighting[target],

@@ -13,4 +13,5 @@ with logged_job(snakemake):
         RewardModelSettings(**with_job_dtype(snakemake.params.settings, snakemake.config)),
         checkpoint_dir=snakemake.params.checkpoint_dir,
         threads=snakemake.threads,
+        tracking=snakemake.config["tracking"],
     )
