@@ -195,6 +195,53 @@ def test_smoke_run_killed_during_training_and_generation_resumes_to_identical_re
     assert not list(run.rglob("*.tmp"))
 
 
+@pytest.mark.slow
+def test_a_corrupt_score_file_is_named_and_lost_tables_are_rebuilt(smoke_run, tmp_path):
+    """Issue 15, cases 1 and 3: a corrupted finished score file fails the job that reads it, naming the file;
+    Snakemake then removes that job's tables, and the default target still plans them (no false "Nothing to be
+    done"); deleting the corrupt file and rerunning rebuilds everything."""
+    import shutil
+
+    reference, args = smoke_run
+    workdir = tmp_path / "copy"
+    shutil.copytree(reference, workdir, symlinks=True)
+    scores = workdir / "results/smoke/seed_1/evaluation/mva/scores_helpful.parquet"
+    data = bytearray(scores.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # same size, a data page changed
+    scores.write_bytes(bytes(data))  # new mtime: the frontiers job reruns and reads it
+    failed = snakemake(*args, workdir=workdir)
+    assert failed.returncode != 0
+    log = (workdir / "results/smoke/logs/frontiers/main.log").read_text()
+    assert f"{scores.relative_to(workdir)} is corrupt" in log
+    planned = snakemake(*args, "-n", workdir=workdir)
+    assert "Nothing to be done" not in planned.stdout + planned.stderr and "frontiers" in planned.stdout
+    scores.unlink()
+    rebuilt = snakemake(*args, workdir=workdir)
+    assert rebuilt.returncode == 0, (rebuilt.stdout + rebuilt.stderr)[-3000:]
+    assert (workdir / "results/smoke/tables/comparisons.parquet").is_file()
+
+
+def test_a_replaced_data_file_reruns_the_data_jobs_and_unlock_needs_no_cores(finished, tmp_path):
+    """Issue 15, cases 4 and 8."""
+    import shutil
+
+    workdir, args, root, _ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy, symlinks=True)
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    roots = f"data_roots=['{data}']"
+    # only file times decide here (the copied data root is another path, so params would differ)
+    mtime = ["--rerun-triggers", "mtime", "-n", "--until", "data_summary"]
+    before = snakemake(*args, "--config", roots, *mtime, workdir=copy)
+    assert "prepare_value_data" not in before.stdout, before.stdout[-2000:]
+    write_hh_jsonl_gz(data / "hh-rlhf/helpful-base/test.jsonl.gz", hh_rows(60, "helpful", seed=9))  # replaced
+    after = snakemake(*args, "--config", roots, *mtime, workdir=copy)
+    assert "prepare_value_data" in after.stdout
+    unlock = snakemake("--unlock", "--configfile", str(SMOKE), "--config", roots, workdir=copy)
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
+
+
 # --------------------------------------------------------------------------------------- 5. numerical faults
 
 
