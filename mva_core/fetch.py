@@ -1,7 +1,8 @@
 """Download the data files a config names on a fresh online machine, verified against pinned sha256 sums.
 
-``config/data_sources.yaml`` maps a path under a data root to a pinned URL and its sha256. A file is downloaded to
-a temporary name, its sum checked, then renamed into place, so a failed or interrupted download leaves nothing.
+``config/manifests/data_sources.yaml`` maps a path under a data root to a pinned URL and its sha256. A file is
+downloaded to a temporary name, its sum checked, then renamed into place, so a failed or interrupted download
+leaves nothing.
 
     python -m mva_core.fetch                      # every file of the manifest into resources/data
     python -m mva_core.fetch hh-rlhf/helpful-base/test.jsonl.gz --root /data
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from mva_core.artifacts import atomic_file, file_sha256
 
-MANIFEST = Path(__file__).resolve().parents[1] / "config" / "data_sources.yaml"
+MANIFEST = Path(__file__).resolve().parents[1] / "config" / "manifests" / "data_sources.yaml"
 
 
 @dataclass(frozen=True)
