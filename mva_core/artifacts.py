@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import glob
 import hashlib
 import json
@@ -208,7 +209,14 @@ def write_text(text: str, path: str | os.PathLike) -> None:
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
+    """Hex sha256 of a file's bytes; cached per (file, size, mtime) within the process, so a job that verifies its
+    inputs and then records their digests (``workflow_io.logged_job``) reads each file once."""
+    stat = os.stat(path)
+    return _cached_sha256(os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, chunk)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_sha256(path: str, inode: int, size: int, mtime_ns: int, chunk: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):

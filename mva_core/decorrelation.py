@@ -21,11 +21,10 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-from mva_core.dependence import SCALE_INVARIANT, delta_w_norm, random_like
+from mva_core.dependence import SCALE_INVARIANT, LoraFactors, delta_w_norm, random_like
 from mva_core.hsic import delta_w_gram, hsic_delta_w, hsic_lora_a, rbf_kernel_from_gram
 from mva_core.penalties import module_label
 
-LoraFactors = tuple[torch.Tensor, torch.Tensor, float]
 METRICS = ("hsic_lora_a_sigma1", "hsic_lora_a_median", "hsic_delta_w_sigma1", "hsic_delta_w_median", "cosine_delta_w")
 """Every table uses these estimator settings, whatever penalty a method trained with, so rows are comparable:
 HSIC with σ = 1 (the released code) and with the median heuristic (the code's ``sigma: median``: 2σ² = median

@@ -20,9 +20,9 @@ from collections.abc import Callable
 
 import torch
 
+from mva_core.combine import LoraFactors
 from mva_core.hsic import centred_kernel, delta_w_gram, rbf_kernel_from_gram
 
-LoraFactors = tuple[torch.Tensor, torch.Tensor, float]
 _EPS = 1e-30
 
 
