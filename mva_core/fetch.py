@@ -44,6 +44,12 @@ def load_manifest(path: str | Path = MANIFEST) -> dict[str, DataFile]:
     return manifest
 
 
+def missing_files(manifest: Mapping[str, DataFile], roots: Sequence[str | Path]) -> dict[str, DataFile]:
+    """The manifest's files found under none of ``roots``: the only ones a workflow may download. A file that is
+    present is a plain source file, never re-fetched (e.g. because the download script is newer than it)."""
+    return {path: entry for path, entry in manifest.items() if not any((Path(root) / path).exists() for root in roots)}
+
+
 def fetch(data_file: DataFile, root: str | Path, timeout: float = 120.0) -> Path:
     """Download ``data_file`` to ``root/<path>`` (atomically) and verify its sha256; return the path."""
     target = Path(root) / data_file.path

@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 from mva_core.base_model import stop_strings
 from mva_core.config_paths import check_config_paths, check_output_dir, manifest_path
 from mva_core.data import DataError, resolve_source
-from mva_core.fetch import load_manifest
+from mva_core.fetch import load_manifest, missing_files
 from mva_core.config import (
     INDEPENDENT,
     chain_penalty,
@@ -41,7 +41,8 @@ wildcard_constraints:
     seed="|".join(SEEDS),
 
 
-DATA_MANIFEST = load_manifest(manifest_path(config))
+# What rule fetch_data may produce: the manifest's files found under no data root.
+DOWNLOADS = missing_files(load_manifest(manifest_path(config)), config["data_roots"])
 DATA_ROOT = config["data_roots"][0] if config["data_roots"] else "resources/data"
 
 

@@ -1,4 +1,4 @@
-# Preference data: download missing files (pinned URLs, verified sha256), load each value's sources, drop bad rows
+# Preference data: download files found under no data root (pinned URLs, verified sha256), load each value's sources, drop bad rows
 # (counted), split by prompt hash.
 import re
 
@@ -7,10 +7,10 @@ rule fetch_data:
     output:
         f"{DATA_ROOT}/{{path}}",
     wildcard_constraints:
-        path="|".join(re.escape(p) for p in DATA_MANIFEST) or "(?!)",
+        path="|".join(re.escape(p) for p in DOWNLOADS) or "(?!)",
     params:
-        url=lambda wc: DATA_MANIFEST[wc.path].url,
-        sha256=lambda wc: DATA_MANIFEST[wc.path].sha256,
+        url=lambda wc: DOWNLOADS[wc.path].url,
+        sha256=lambda wc: DOWNLOADS[wc.path].sha256,
     log:
         log_path("fetch_data", "{path}"),
     benchmark:

@@ -3,6 +3,7 @@ for configured files found under no data root (tested offline with file:// URLs)
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 import yaml
@@ -72,3 +73,16 @@ def test_a_file_neither_present_nor_in_the_manifest_fails_at_start(remote, tmp_p
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "values.harmless.sources[0].path" in output and "cannot be downloaded" in output
+
+
+def test_a_present_file_is_never_fetched_even_when_the_download_script_is_newer(remote, tmp_path):
+    """Snakemake reruns a script rule whose script is newer than its output; a file already under a data root
+    must not be re-downloaded (offline machines, fresh checkouts) but read as it is."""
+    manifest, _ = remote
+    root = tmp_path / "server"  # holds both files
+    for path in SMOKE_FILES:
+        os.utime(root / path, (0, 0))  # older than any checkout of workflow_scripts/fetch_data.py
+    planned = snakemake("-n", "--cores", "1", "--configfile", str(REPO / "config/smoke.yaml"), "--config",
+                        f"data_roots=['{root}']", f"data_manifest={manifest}", workdir=tmp_path)
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    assert "prepare_value_data" in planned.stdout and "fetch_data" not in planned.stdout
