@@ -32,7 +32,8 @@ from mva_core.oracles import OracleDerivation, derive_oracle_preference
 
 FORMATS = ("auto", "hh", "pku", "pairs", "prompt_response")
 PKU_VIEWS = {"better": "better_response_id", "safer": "safer_response_id"}
-DROP_REASONS = ("malformed", "prompt_mismatch", "empty", "identical", "duplicate", "similar_length", "oracle_margin")
+DROP_REASONS = ("malformed", "prompt_mismatch", "empty", "identical", "duplicate", "similar_length", "oracle_margin",
+                "length_confound")
 DERIVATIONS = (None, "shorter")  # or an OracleDerivation ({scorer, margin} in the config)
 SHORTER_MIN_RATIO = 1.25  # derive "shorter": keep pairs whose longer reply has >= 1.25x the words of the shorter
 PROMPT_DROP_REASONS = ("malformed", "empty", "duplicate")
@@ -445,7 +446,8 @@ def load_pairs(source: SourceSpec | str, roots: Sequence[str | Path] = (), on_ba
     if spec.derive == "shorter":
         df, drops["similar_length"] = derive_shorter_preference(df)
     elif isinstance(spec.derive, OracleDerivation):
-        df, drops["oracle_margin"] = derive_oracle_preference(df, spec.derive)
+        df, oracle_drops = derive_oracle_preference(df, spec.derive)
+        drops.update(oracle_drops)
     df.attrs.update(drops=drops, rows_read=rows_read)
     return df
 

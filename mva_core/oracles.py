@@ -62,25 +62,34 @@ def oracle_scores(scorer: str, responses: Sequence[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class OracleDerivation:
-    """``derive: {scorer, margin}`` on a source: the reply the oracle scores higher is chosen; pairs whose scores
-    differ by less than ``margin`` are dropped (reason ``oracle_margin``)."""
+    """``derive: {scorer, margin, max_length_ratio}`` on a source: the reply the oracle scores higher is chosen;
+    pairs whose scores differ by less than ``margin`` are dropped (reason ``oracle_margin``). With
+    ``max_length_ratio`` r, pairs whose chosen reply has more than r times the words of the rejected one are dropped
+    too (reason ``length_confound``): a value that grows with length (VADER sentiment does) then cannot be learnt
+    as "write more"."""
 
     scorer: str
     margin: float = 0.0
+    max_length_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if self.scorer not in ORACLES:
             raise ValueError(f"derive.scorer {self.scorer!r} is not one of {sorted(ORACLES)}")
         if not np.isfinite(self.margin) or self.margin < 0:
             raise ValueError(f"derive.margin must be a finite number >= 0, got {self.margin!r}")
+        ratio = self.max_length_ratio
+        if ratio is not None and not (np.isfinite(ratio) and ratio > 0):
+            raise ValueError(f"derive.max_length_ratio must be a finite number > 0, got {ratio!r}")
 
     @property
     def label(self) -> str:
-        return f"{self.scorer}>{self.margin:g}"
+        ratio = "" if self.max_length_ratio is None else f",len<={self.max_length_ratio:g}"
+        return f"{self.scorer}>{self.margin:g}{ratio}"
 
 
-def derive_oracle_preference(pairs: pd.DataFrame, derivation: OracleDerivation) -> tuple[pd.DataFrame, int]:
-    """Relabel ``pairs`` by the oracle; returns the kept pairs and how many were dropped (ties and near-ties)."""
+def derive_oracle_preference(pairs: pd.DataFrame, derivation: OracleDerivation) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Relabel ``pairs`` by the oracle; returns the kept pairs and the number dropped per reason: ``oracle_margin``
+    (ties and near-ties) and ``length_confound`` (chosen too long against rejected; 0 without max_length_ratio)."""
     chosen = oracle_scores(derivation.scorer, pairs["chosen"].tolist())
     rejected = oracle_scores(derivation.scorer, pairs["rejected"].tolist())
     gap = chosen - rejected
@@ -88,7 +97,13 @@ def derive_oracle_preference(pairs: pd.DataFrame, derivation: OracleDerivation) 
     kept = pairs[keep].copy()
     swap = gap[keep] < 0
     kept.loc[kept.index[swap], ["chosen", "rejected"]] = kept.loc[kept.index[swap], ["rejected", "chosen"]].to_numpy()
-    return kept.reset_index(drop=True), int((~keep).sum())
+    drops = {"oracle_margin": int((~keep).sum()), "length_confound": 0}
+    if derivation.max_length_ratio is not None:
+        words = {side: -_conciseness(kept[side].tolist()) for side in ("chosen", "rejected")}
+        balanced = words["chosen"] <= derivation.max_length_ratio * words["rejected"]
+        drops["length_confound"] = int((~balanced).sum())
+        kept = kept[balanced]
+    return kept.reset_index(drop=True), drops
 
 
 @dataclass(frozen=True)

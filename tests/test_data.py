@@ -160,7 +160,7 @@ def test_drops_are_counted_by_reason(tmp_path):
     df = load_pairs(str(write(tmp_path / "p.jsonl", rows)))
     assert len(df) == 1 and df.attrs["rows_read"] == 5
     assert df.attrs["drops"] == {"malformed": 0, "prompt_mismatch": 0, "empty": 2, "identical": 1, "duplicate": 1,
-                                 "similar_length": 0, "oracle_margin": 0}
+                                 "similar_length": 0, "oracle_margin": 0, "length_confound": 0}
 
 
 BAD_ROWS = [

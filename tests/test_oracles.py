@@ -33,15 +33,26 @@ def pairs() -> pd.DataFrame:
 
 def test_pair_builder_relabels_and_drops_ties_and_near_ties():
     kept, dropped = derive_oracle_preference(pairs(), OracleDerivation("positivity", margin=0.3))
-    assert dropped == 2 and kept["pair_id"].tolist() == ["a", "b"]  # c ties exactly, d differs by less than 0.3
+    assert dropped == {"oracle_margin": 2, "length_confound": 0} and kept["pair_id"].tolist() == ["a", "b"]  # c ties exactly, d differs by less than 0.3
     assert kept.loc[0, "chosen"] == "What a great day, I love it!"  # swapped: the oracle prefers it
     assert kept.loc[1, "chosen"] == "I love it!"  # kept as labelled
     scores = {t: oracle_scores("positivity", [t])[0] for t in pd.concat([kept["chosen"], kept["rejected"]])}
     assert all(scores[c] - scores[r] >= 0.3 for c, r in zip(kept["chosen"], kept["rejected"]))
     _, dropped_none = derive_oracle_preference(pairs(), OracleDerivation("positivity", margin=0.0))
-    assert dropped_none == 1  # only the exact tie
+    assert dropped_none["oracle_margin"] == 1  # only the exact tie
     with pytest.raises(ValueError, match="margin"):
         OracleDerivation("positivity", margin=-1.0)
+
+
+def test_length_control_drops_pairs_whose_chosen_reply_is_much_longer():
+    kept, dropped = derive_oracle_preference(pairs(), OracleDerivation("positivity", margin=0.3, max_length_ratio=1.0))
+    # a: the positive reply has 7 words against 3 (dropped); b: 3 words against 3 (kept)
+    assert kept["pair_id"].tolist() == ["b"] and dropped == {"oracle_margin": 2, "length_confound": 1}
+    loose, dropped = derive_oracle_preference(pairs(), OracleDerivation("positivity", margin=0.3, max_length_ratio=3.0))
+    assert len(loose) == 2 and dropped["length_confound"] == 0
+    assert OracleDerivation("positivity", 0.5, 1.0).label == "positivity>0.5,len<=1"
+    with pytest.raises(ValueError, match="max_length_ratio"):
+        OracleDerivation("positivity", max_length_ratio=0.0)
 
 
 def test_source_derive_mapping_counts_drops(tmp_path):
