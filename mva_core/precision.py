@@ -9,6 +9,7 @@ generation, scoring) loads weights in the chosen dtype.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,15 +17,18 @@ from typing import Any
 import torch
 
 CHOICES = ("auto", "float32", "bfloat16")
+ATTENTION_CHOICES = ("auto", "eager", "sdpa", "flash_attention_2")  # compute.attn_implementation
 
 
 @dataclass(frozen=True)
 class Precision:
-    """Where and in which dtype a stage computes, and why."""
+    """Where and in which dtype a stage computes, and why; ``attn_implementation`` is the attention kernel of the
+    policy model (None: transformers' default, SDPA)."""
 
     device: str
     dtype: str
     reason: str
+    attn_implementation: str | None = None
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -33,6 +37,14 @@ class Precision:
     @property
     def bf16(self) -> bool:
         return self.dtype == "bfloat16"
+
+    def model_kwargs(self, dtype: torch.dtype | None = None) -> dict:
+        """``from_pretrained`` keyword arguments of a policy model: weights in ``dtype`` (default: this precision's
+        dtype) and the attention kernel when one is set."""
+        kwargs: dict[str, Any] = {"dtype": dtype or self.torch_dtype}
+        if self.attn_implementation:
+            kwargs["attn_implementation"] = self.attn_implementation
+        return kwargs
 
     def trainer_kwargs(self) -> dict:
         """TrainingArguments for a Hugging Face / TRL trainer: device and bf16 mixed precision."""
@@ -43,7 +55,8 @@ class Precision:
         return torch.autocast(device_type=self.device, enabled=False)
 
     def describe(self) -> dict:
-        return {"device": self.device, "dtype": self.dtype, "reason": self.reason}
+        return {"device": self.device, "dtype": self.dtype, "reason": self.reason,
+                "attn_implementation": self.attn_implementation or "auto"}
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -74,10 +87,17 @@ def resolve_precision(requested: str = "auto") -> Precision:
 
 def job_precision(config: Mapping[str, Any], override: str | None = None) -> Precision:
     """A workflow job's precision: a stage's own dtype setting (``override``, e.g. ``reward_model.dtype``) when set,
-    else the ``compute.dtype`` policy of the run's config, resolved on the machine the job runs on."""
+    else the ``compute.dtype`` policy of the run's config, resolved on the machine the job runs on; the attention
+    kernel from ``compute.attn_implementation``."""
+    compute = config.get("compute", {})
+    attention = compute.get("attn_implementation", "auto")
+    if attention not in ATTENTION_CHOICES:
+        raise ValueError(f"compute.attn_implementation {attention!r}: expected one of {ATTENTION_CHOICES}")
     if override is not None:
-        return Precision("cuda" if torch.cuda.is_available() else "cpu", override, f"stage setting: {override}")
-    return resolve_precision(config.get("compute", {}).get("dtype", "auto"))
+        precision = Precision("cuda" if torch.cuda.is_available() else "cpu", override, f"stage setting: {override}")
+    else:
+        precision = resolve_precision(compute.get("dtype", "auto"))
+    return dataclasses.replace(precision, attn_implementation=None if attention == "auto" else attention)
 
 
 def with_job_dtype(section: Mapping[str, Any], config: Mapping[str, Any]) -> dict:

@@ -67,8 +67,9 @@ def run_sft(
     if threads:
         torch.set_num_threads(threads)
     started = time.time()
+    precision = precision or resolve_precision("float32")
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, **precision.model_kwargs(torch.float32))
     args = SFTConfig(
         output_dir=str(checkpoint_dir),
         learning_rate=settings.learning_rate,
@@ -84,7 +85,7 @@ def run_sft(
         **tracking_kwargs(tracking, checkpoint_dir),
         disable_tqdm=True,
         dataloader_num_workers=0,
-        **(precision or resolve_precision("float32")).trainer_kwargs(),
+        **precision.trainer_kwargs(),
     )
     peft_config = LoraConfig(
         r=settings.lora_r,

@@ -206,7 +206,7 @@ def train_value_vector(
     precision = precision or resolve_precision("float32")
 
     tokenizer = AutoTokenizer.from_pretrained(sft_model_dir)
-    base = AutoModelForCausalLM.from_pretrained(sft_model_dir, dtype=precision.torch_dtype).to(precision.device)
+    base = AutoModelForCausalLM.from_pretrained(sft_model_dir, **precision.model_kwargs()).to(precision.device)
     set_seed(run["init_seed"])  # the fresh adapter's initialisation (the trainer reseeds with dpo.seed for data order)
     lora_config = LoraConfig(
         r=lora.r,

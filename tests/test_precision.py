@@ -63,3 +63,19 @@ def test_bf16_value_vector_keeps_fp32_lora_weights(tmp_path):
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["precision"]["dtype"] == "bfloat16"
     assert pd.read_parquet(out / "training_log.parquet")["dpo_loss"].notna().all()
+
+
+def test_attention_kernel_reaches_the_loaded_policy(monkeypatch, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "attn_implementation" not in job_precision({"compute": {"dtype": "float32"}}).model_kwargs()
+    eager = job_precision({"compute": {"dtype": "float32", "attn_implementation": "eager"}})
+    assert eager.describe()["attn_implementation"] == "eager"
+    build_tiny_llama(build_tiny_tokenizer()).save_pretrained(tmp_path / "policy")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "policy", **eager.model_kwargs())
+    assert model.config._attn_implementation == "eager"
+    with pytest.raises(ValueError, match="compute.attn_implementation"):
+        job_precision({"compute": {"attn_implementation": "flash"}})

@@ -16,7 +16,7 @@ with logged_job(snakemake):
     torch.set_num_threads(snakemake.threads)
     precision = job_precision(snakemake.config)
     tokenizer = AutoTokenizer.from_pretrained(snakemake.input.policy)
-    model = AutoModelForCausalLM.from_pretrained(snakemake.input.policy, dtype=precision.torch_dtype).to(precision.device)
+    model = AutoModelForCausalLM.from_pretrained(snakemake.input.policy, **precision.model_kwargs()).to(precision.device)
     mixer = ValueMixer.attach(model, {name: snakemake.input[name] for name in snakemake.params.adapters})
     generations = generate_grid(
         model,
