@@ -64,9 +64,9 @@ def oracle_scores(scorer: str, responses: Sequence[str]) -> np.ndarray:
 class OracleDerivation:
     """``derive: {scorer, margin, max_length_ratio}`` on a source: the reply the oracle scores higher is chosen;
     pairs whose scores differ by less than ``margin`` are dropped (reason ``oracle_margin``). With
-    ``max_length_ratio`` r, pairs whose chosen reply has more than r times the words of the rejected one are dropped
-    too (reason ``length_confound``): a value that grows with length (VADER sentiment does) then cannot be learnt
-    as "write more"."""
+    ``max_length_ratio`` r, pairs whose longer reply has more than r times the words of the shorter one are dropped
+    too (reason ``length_confound``): the kept pairs are length-matched, so a value that goes with length (VADER
+    sentiment does) is learnt neither as "write more" nor, with a one-sided filter, as "write less"."""
 
     scorer: str
     margin: float = 0.0
@@ -78,8 +78,8 @@ class OracleDerivation:
         if not np.isfinite(self.margin) or self.margin < 0:
             raise ValueError(f"derive.margin must be a finite number >= 0, got {self.margin!r}")
         ratio = self.max_length_ratio
-        if ratio is not None and not (np.isfinite(ratio) and ratio > 0):
-            raise ValueError(f"derive.max_length_ratio must be a finite number > 0, got {ratio!r}")
+        if ratio is not None and not (np.isfinite(ratio) and ratio >= 1):
+            raise ValueError(f"derive.max_length_ratio must be a finite number >= 1, got {ratio!r}")
 
     @property
     def label(self) -> str:
@@ -89,7 +89,7 @@ class OracleDerivation:
 
 def derive_oracle_preference(pairs: pd.DataFrame, derivation: OracleDerivation) -> tuple[pd.DataFrame, dict[str, int]]:
     """Relabel ``pairs`` by the oracle; returns the kept pairs and the number dropped per reason: ``oracle_margin``
-    (ties and near-ties) and ``length_confound`` (chosen too long against rejected; 0 without max_length_ratio)."""
+    (ties and near-ties) and ``length_confound`` (replies of too different lengths; 0 without max_length_ratio)."""
     chosen = oracle_scores(derivation.scorer, pairs["chosen"].tolist())
     rejected = oracle_scores(derivation.scorer, pairs["rejected"].tolist())
     gap = chosen - rejected
@@ -99,8 +99,8 @@ def derive_oracle_preference(pairs: pd.DataFrame, derivation: OracleDerivation) 
     kept.loc[kept.index[swap], ["chosen", "rejected"]] = kept.loc[kept.index[swap], ["rejected", "chosen"]].to_numpy()
     drops = {"oracle_margin": int((~keep).sum()), "length_confound": 0}
     if derivation.max_length_ratio is not None:
-        words = {side: -_conciseness(kept[side].tolist()) for side in ("chosen", "rejected")}
-        balanced = words["chosen"] <= derivation.max_length_ratio * words["rejected"]
+        words = np.stack([-_conciseness(kept[side].tolist()) for side in ("chosen", "rejected")])
+        balanced = words.max(axis=0) <= derivation.max_length_ratio * words.min(axis=0)
         drops["length_confound"] = int((~balanced).sum())
         kept = kept[balanced]
     return kept.reset_index(drop=True), drops

@@ -44,15 +44,18 @@ def test_pair_builder_relabels_and_drops_ties_and_near_ties():
         OracleDerivation("positivity", margin=-1.0)
 
 
-def test_length_control_drops_pairs_whose_chosen_reply_is_much_longer():
-    kept, dropped = derive_oracle_preference(pairs(), OracleDerivation("positivity", margin=0.3, max_length_ratio=1.0))
+def test_length_control_keeps_only_length_matched_pairs():
+    kept, dropped = derive_oracle_preference(pairs(), OracleDerivation("positivity", margin=0.3, max_length_ratio=2.0))
     # a: the positive reply has 7 words against 3 (dropped); b: 3 words against 3 (kept)
     assert kept["pair_id"].tolist() == ["b"] and dropped == {"oracle_margin": 2, "length_confound": 1}
     loose, dropped = derive_oracle_preference(pairs(), OracleDerivation("positivity", margin=0.3, max_length_ratio=3.0))
     assert len(loose) == 2 and dropped["length_confound"] == 0
-    assert OracleDerivation("positivity", 0.5, 1.0).label == "positivity>0.5,len<=1"
+    short_positive = pairs().assign(chosen=["Great, I love it!"] * 4, rejected=["This is awful, I really hate it."] * 4)
+    kept, dropped = derive_oracle_preference(short_positive, OracleDerivation("positivity", 0.3, max_length_ratio=1.5))
+    assert kept.empty and dropped["length_confound"] == 4  # the shorter reply may not be the one chosen either
+    assert OracleDerivation("positivity", 0.5, 1.25).label == "positivity>0.5,len<=1.25"
     with pytest.raises(ValueError, match="max_length_ratio"):
-        OracleDerivation("positivity", max_length_ratio=0.0)
+        OracleDerivation("positivity", max_length_ratio=0.5)
 
 
 def test_source_derive_mapping_counts_drops(tmp_path):
