@@ -4,7 +4,8 @@ evaluator that uses them (``reward_model: {source: oracle, scorer: <name>}``), s
 | scorer | score of a response | from |
 |---|---|---|
 | ``conciseness`` | − number of words (whitespace-separated) | a transparent formula |
-| ``positivity`` | VADER compound sentiment in [−1, 1] | package ``vadersentiment`` (Hutto & Gilbert 2014) |
+| ``positivity`` | VADER compound sentiment in [−1, 1] (saturates, grows with length) | package ``vadersentiment`` (Hutto & Gilbert 2014) |
+| ``positive_share`` | VADER share of positive minus share of negative words in [−1, 1] (length-normalised) | package ``vadersentiment`` |
 | ``inoffensiveness`` | 1 − offensive-language probability | ``alt-profanity-check`` (linear model, human-labelled comments) |
 """
 from __future__ import annotations
@@ -34,6 +35,12 @@ def _positivity(responses: Sequence[str]) -> np.ndarray:
     return np.array([analyzer.polarity_scores(text)["compound"] for text in responses], dtype=float)
 
 
+def _positive_share(responses: Sequence[str]) -> np.ndarray:
+    analyzer = _vader()
+    scores = [analyzer.polarity_scores(text) for text in responses]
+    return np.array([score["pos"] - score["neg"] for score in scores], dtype=float)
+
+
 def _inoffensiveness(responses: Sequence[str]) -> np.ndarray:
     import warnings
 
@@ -49,6 +56,7 @@ def _inoffensiveness(responses: Sequence[str]) -> np.ndarray:
 ORACLES: dict[str, Callable[[Sequence[str]], np.ndarray]] = {
     "conciseness": _conciseness,
     "positivity": _positivity,
+    "positive_share": _positive_share,
     "inoffensiveness": _inoffensiveness,
 }
 

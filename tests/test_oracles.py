@@ -15,6 +15,9 @@ def test_scorers_on_known_inputs():
     positivity = oracle_scores("positivity", ["I love this, it is wonderful!", "This is terrible and I hate it.",
                                               "The box is on the table."])
     assert positivity[0] > 0.5 and positivity[1] < -0.5 and positivity[2] == 0.0
+    share = oracle_scores("positive_share", ["I love this, it is wonderful!", "This is terrible and I hate it.",
+                                             "I love it. " + "The box is on the table. " * 5])
+    assert share[0] > 0.5 and share[1] < -0.4 and 0 < share[2] < share[0]  # diluted by neutral words, not saturated
     inoffensive = oracle_scores("inoffensiveness", ["you are a stupid idiot", "have a lovely afternoon"])
     assert inoffensive[0] < 0.2 and inoffensive[1] > 0.8 and ((0 <= inoffensive) & (inoffensive <= 1)).all()
     with pytest.raises(ValueError, match="not one of"):
