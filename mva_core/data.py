@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mva_core.contracts import DATA_SUMMARY, PAIRS
 from mva_core.oracles import OracleDerivation, derive_oracle_preference
 
 FORMATS = ("auto", "hh", "pku", "pairs", "prompt_response")
@@ -37,9 +38,7 @@ DROP_REASONS = ("malformed", "prompt_mismatch", "empty", "identical", "duplicate
 DERIVATIONS = (None, "shorter")  # or an OracleDerivation ({scorer, margin} in the config)
 SHORTER_MIN_RATIO = 1.25  # derive "shorter": keep pairs whose longer reply has >= 1.25x the words of the shorter
 PROMPT_DROP_REASONS = ("malformed", "empty", "duplicate")
-PAIR_COLUMNS = ["pair_id", "prompt", "chosen", "rejected", "source"]
 PROMPT_COLUMNS = ["prompt_id", "prompt", "category", "source"]
-SUMMARY_COLUMNS = ["value", "source", "stage", "reason", "rows"]
 SUFFIXES = (".jsonl.gz", ".json.gz", ".jsonl", ".json", ".parquet")
 ON_BAD_ROW = ("error", "skip")
 
@@ -430,7 +429,7 @@ def _pair_key(pair: _Pair) -> tuple[str, str, str]:
 
 
 def load_pairs(source: SourceSpec | str, roots: Sequence[str | Path] = (), on_bad_row: str = "error") -> pd.DataFrame:
-    """Preference pairs of one source as a frame with ``PAIR_COLUMNS``.
+    """Preference pairs of one source as a frame with the columns of ``contracts.PAIRS``.
 
     ``attrs["drops"]`` counts dropped rows per reason (``DROP_REASONS``) and ``attrs["rows_read"]`` the rows read.
     With ``on_bad_row="error"`` a malformed row raises DataError; with ``"skip"`` it is counted as ``malformed``.
@@ -442,7 +441,7 @@ def load_pairs(source: SourceSpec | str, roots: Sequence[str | Path] = (), on_ba
     )
     label = spec.label
     rows = [(_digest(label, *_pair_key(p)), p.prompt, p.chosen, p.rejected, label) for p in pairs]
-    df = pd.DataFrame(rows, columns=PAIR_COLUMNS)
+    df = pd.DataFrame(rows, columns=PAIRS.column_names)
     if spec.derive == "shorter":
         df, drops["similar_length"] = derive_shorter_preference(df)
     elif isinstance(spec.derive, OracleDerivation):
@@ -548,7 +547,7 @@ def split_by_prompt(df: pd.DataFrame, fractions: Mapping[str, float], salt: str 
 
 @dataclass
 class PreparedValueData:
-    """Train/eval splits of one value and a long summary table (``SUMMARY_COLUMNS``)."""
+    """Train/eval splits of one value and a long summary table (``contracts.DATA_SUMMARY``)."""
 
     splits: dict[str, pd.DataFrame]
     summary: pd.DataFrame
@@ -619,4 +618,4 @@ def _count_dropped(summary: dict[str, list[tuple[str, str, int]]], sources: pd.S
 def _summary_frame(value: str, summary: dict[str, list[tuple[str, str, int]]]) -> pd.DataFrame:
     rows = [(value, label, stage, reason, rows) for label, entries in summary.items()
             for stage, reason, rows in entries if stage != "dropped" or rows > 0]
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({"rows": "int64"})
+    return pd.DataFrame(rows, columns=DATA_SUMMARY.column_names).astype({"rows": "int64"})

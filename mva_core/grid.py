@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mva_core.contracts import EVALUATION_PROMPTS
 from mva_core.data import SourceSpec, load_prompts, prompt_id
 
-PROMPT_TABLE_COLUMNS = ["prompt_id", "prompt", "origin", "category"]
 KIND_PRIORITY = {"sft": 0, "single": 1, "grid": 2, "line": 2, "expo": 2, "modpo": 2}
 EXPO_LAMBDAS = (0.5, 1.0, 1.5, 2.0)
 
@@ -175,7 +175,7 @@ def prompt_words(messages: Sequence[Mapping[str, str]]) -> int:
 def evaluation_prompts(eval_splits: Mapping[str, pd.DataFrame], per_value: int,
                        prompt_sets: Sequence[PromptSet] = (), seed: int = 0,
                        max_words: int | None = None) -> pd.DataFrame:
-    """The prompts every model answers and every reward model scores: columns ``PROMPT_TABLE_COLUMNS``.
+    """The prompts every model answers and every reward model scores: the columns of ``contracts.EVALUATION_PROMPTS``.
 
     First the first ``per_value`` distinct prompts of each value's eval split (its order is a seeded shuffle;
     none when ``per_value`` is 0), ``origin`` = the value, no ``category``; then, per prompt set, ``n`` prompts
@@ -220,4 +220,4 @@ def evaluation_prompts(eval_splits: Mapping[str, pd.DataFrame], per_value: int,
     if not rows:
         raise ValueError("no evaluation prompts: evaluation.prompts_per_value is 0 and no evaluation.prompt_sources "
                          "are given")
-    return pd.DataFrame(rows, columns=PROMPT_TABLE_COLUMNS)
+    return pd.DataFrame(rows, columns=EVALUATION_PROMPTS.column_names)

@@ -23,6 +23,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from mva_core.artifacts import atomic_directory, config_hash, library_versions, write_json, write_parquet
+from mva_core.contracts import EVALUATION_PROMPTS, GENERATIONS, TRAINING_PAIRS, validate_table
 from mva_core.oracles import OracleScorer
 from mva_core.progress import LineProgress, ProgressLog
 from mva_core.runtime import resume_point, tracking_kwargs
@@ -36,7 +37,6 @@ if TYPE_CHECKING:  # trl, peft and datasets are imported only by training: scori
 
 INPUT_FORMATS = ("chat_template", "hh_transcript", "text_pair")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-PAIR_COLUMNS = ("pair_id", "prompt", "chosen", "rejected")
 HH_ROLES = {"user": "Human", "assistant": "Assistant"}
 
 Messages = list[dict[str, str]]
@@ -152,15 +152,9 @@ def _messages(value: Any, where: str) -> Messages:
         raise ValueError(f"{where}: prompt must be a list of {{role, content}} messages, got {value!r}") from err
 
 
-def _check_columns(df: pd.DataFrame, columns: Sequence[str], name: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{name} lacks columns {missing} (has {list(df.columns)})")
-
-
 def _pair_lists(pairs: pd.DataFrame) -> tuple[list[Messages], list[str], list[str]]:
     """Validated (prompts, chosen, rejected) lists of a preference-pair frame."""
-    _check_columns(pairs, PAIR_COLUMNS, "pairs")
+    validate_table(pairs, TRAINING_PAIRS)
     if pairs.empty:
         raise ValueError("pairs is empty")
     prompts = [_messages(p, f"pair_id={pid!r}") for pid, p in zip(pairs["pair_id"], pairs["prompt"])]
@@ -459,8 +453,8 @@ def score_generations(
     With ``shard_dir`` every ``shard_size`` rows are kept as a shard (see ``mva_core.shards``) that a rerun of the
     same scoring (rows, reward model weights and settings) reuses.
     """
-    _check_columns(generations, ("point_id", "prompt_id", "response"), "generations")
-    _check_columns(prompts, ("prompt_id", "prompt"), "prompts")
+    validate_table(generations, GENERATIONS.only("point_id", "prompt_id", "response"))
+    validate_table(prompts, EVALUATION_PROMPTS.only("prompt_id", "prompt"))
     duplicated = prompts["prompt_id"][prompts["prompt_id"].duplicated()].unique().tolist()
     if duplicated:
         raise ValueError(f"prompts has duplicated prompt_id values {duplicated[:5]}")
