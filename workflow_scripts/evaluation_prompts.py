@@ -1,7 +1,7 @@
 """Snakemake entry point: the prompts every model answers (eval splits and/or external prompt sets)."""
 from mva_core.artifacts import current_provenance
 from mva_core.contracts import EVALUATION_PROMPTS, PAIRS, read_table, write_table
-from mva_core.grid import evaluation_prompts, load_prompt_set
+from mva_core.data import evaluation_prompts, load_prompt_set
 from mva_core.provenance import source_hashes
 from mva_core.workflow_io import logged_job
 
