@@ -9,76 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from mva_core.artifacts import verify_artifact
-
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-_PREFIX = "base_model.model."
-_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
-# adapter_config.json options that change the forward pass beyond W + s·B·A; each must be off.
-_UNSUPPORTED_OPTIONS = (
-    "use_dora", "use_qalora", "use_bdlora", "lora_bias", "fan_in_fan_out", "modules_to_save", "alpha_pattern",
-    "trainable_token_indices", "layer_replication", "target_parameters", "alora_invocation_tokens", "arrow_config",
-)
-
-LoraFactors = tuple[Tensor, Tensor, float]
-
-
-def read_value_vector(adapter_dir: str | Path) -> dict[str, LoraFactors]:
-    """``{module path in the base model: (A (r×d_in), B (d_out×r), scaling)}`` of a saved PEFT LoRA adapter."""
-    folder = Path(adapter_dir)
-    for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"value vector {folder}: missing {name}")
-    verify_artifact(folder)
-    config = json.loads((folder / ADAPTER_CONFIG).read_text())
-    _check_config(config, folder)
-    factors: dict[str, dict[str, Tensor]] = {}
-    for key, tensor in load_file(folder / ADAPTER_WEIGHTS).items():
-        module, part = _split_key(key, folder)
-        if not torch.isfinite(tensor).all():
-            raise ValueError(f"value vector {folder}: tensor {key} holds NaN or inf")
-        factors.setdefault(module, {})[part] = tensor
-    return {module: _with_scaling(parts, config, folder, module) for module, parts in factors.items()}
-
-
-def _check_config(config: dict, folder: Path) -> None:
-    if config.get("peft_type") != "LORA":
-        raise ValueError(f"value vector {folder}: peft_type {config.get('peft_type')!r} is not LORA")
-    if config.get("bias", "none") != "none":
-        raise ValueError(f"value vector {folder}: bias={config['bias']!r} is unsupported (need 'none')")
-    enabled = [key for key in _UNSUPPORTED_OPTIONS if config.get(key)]
-    if enabled:
-        raise ValueError(f"value vector {folder}: unsupported adapter_config options {enabled}")
-
-
-def _split_key(key: str, folder: Path) -> tuple[str, str]:
-    for suffix, part in _SUFFIXES.items():
-        if key.startswith(_PREFIX) and key.endswith(suffix):
-            return key[len(_PREFIX): -len(suffix)], part
-    raise ValueError(f"value vector {folder}: unexpected tensor {key!r} (only LoRA A/B weights are supported)")
-
-
-def _with_scaling(parts: dict[str, Tensor], config: dict, folder: Path, module: str) -> LoraFactors:
-    if set(parts) != {"A", "B"}:
-        raise ValueError(f"value vector {folder}: module {module} has only lora_{''.join(parts)}")
-    a, b = parts["A"], parts["B"]
-    rank = a.shape[0]
-    if b.shape[1] != rank:
-        raise ValueError(f"value vector {folder}: module {module} has A rank {rank} but B rank {b.shape[1]}")
-    alpha = config["lora_alpha"]
-    scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
-    return a, b, float(scaling)
+from mva_core.adapters import LoraFactors, read_value_vector
 
 
 def load_value_vectors(adapters: Mapping[str, str | Path]) -> dict[str, dict[str, LoraFactors]]:

@@ -10,57 +10,22 @@ vectors with u's shapes and norms against v; the RBF measures also with their ke
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import zlib
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file
 
-from mva_core.dependence import SCALE_INVARIANT, LoraFactors, delta_w_norm, random_like
+from mva_core.adapters import LoraFactors, read_value_vector
+from mva_core.dependence import SCALE_INVARIANT, delta_w_norm, random_like
 from mva_core.hsic import delta_w_gram, hsic_delta_w, hsic_lora_a, rbf_kernel_from_gram
-from mva_core.penalties import module_label
 
 METRICS = ("hsic_lora_a_sigma1", "hsic_lora_a_median", "hsic_delta_w_sigma1", "hsic_delta_w_median", "cosine_delta_w")
 """Every table uses these estimator settings, whatever penalty a method trained with, so rows are comparable:
 HSIC with σ = 1 (the released code) and with the median heuristic (the code's ``sigma: median``: 2σ² = median
 squared distance), biased estimator over n², on all rows."""
-
-
-def read_adapter(adapter_dir: str | os.PathLike) -> dict[str, LoraFactors]:
-    """Module name -> (A, B, scaling) of a saved PEFT LoRA adapter (scaling alpha/r, or alpha/sqrt(r) with rsLoRA)."""
-    directory = Path(adapter_dir)
-    config_path, weights_path = directory / "adapter_config.json", directory / "adapter_model.safetensors"
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"adapter file missing: {path}")
-    config = json.loads(config_path.read_text())
-    if config.get("peft_type") != "LORA":
-        raise ValueError(f"{config_path}: peft_type must be 'LORA', got {config.get('peft_type')!r}")
-    for key in ("rank_pattern", "alpha_pattern"):
-        if config.get(key):
-            raise ValueError(f"{config_path}: per-module {key} is not supported")
-    r, alpha = config["r"], config["lora_alpha"]
-    scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
-
-    factors: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in load_file(weights_path).items():
-        for part in ("A", "B"):
-            suffix = f".lora_{part}.weight"
-            if key.endswith(suffix):
-                factors.setdefault(module_label(key[: -len(suffix)]), {})[part] = tensor
-    if not factors:
-        raise ValueError(f"{weights_path}: no LoRA A/B weights found")
-    adapter = {}
-    for module, parts in sorted(factors.items()):
-        if set(parts) != {"A", "B"}:
-            raise ValueError(f"{weights_path}: module {module!r} has lora_{set(parts).pop()} without its partner")
-        adapter[module] = (parts["A"], parts["B"], scaling)
-    return adapter
 
 
 def cosine_delta_w(u: LoraFactors, v: LoraFactors) -> float:
@@ -137,7 +102,7 @@ def decorrelation_table(adapters: Mapping[str, str | os.PathLike], draws: int = 
     its anchors (``module_record``) and the ΔW norms; the same estimator settings for every method."""
     if len(adapters) < 2:
         raise ValueError(f"need at least two adapters to compare, got {list(adapters)}")
-    loaded = {value: read_adapter(path) for value, path in adapters.items()}
+    loaded = {value: read_value_vector(path) for value, path in adapters.items()}
     records = []
     for value_a, value_b in itertools.combinations(loaded, 2):
         shared = sorted(set(loaded[value_a]) & set(loaded[value_b]))

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from mva_core.combine import LoraFactors
+from mva_core.adapters import LoraFactors
 from mva_core.hsic import centred_kernel, delta_w_gram, rbf_kernel_from_gram
 
 _EPS = 1e-30

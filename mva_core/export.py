@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from mva_core.adapters import ADAPTER_WEIGHTS
 from mva_core.artifacts import atomic_directory, file_sha256, read_provenance, write_json
-from mva_core.combine import ADAPTER_WEIGHTS, merge_explicit
+from mva_core.combine import merge_explicit
 from mva_core.config import INDEPENDENT
 
 

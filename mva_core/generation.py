@@ -19,8 +19,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from mva_core.adapters import ADAPTER_WEIGHTS
 from mva_core.artifacts import config_hash, file_sha256
-from mva_core.combine import ADAPTER_WEIGHTS, ValueMixer
+from mva_core.combine import ValueMixer
 from mva_core.progress import LineProgress, row_progress
 from mva_core.shards import run_sharded
 

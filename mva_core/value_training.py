@@ -29,6 +29,7 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from mva_core.artifacts import atomic_directory, library_versions, write_json, write_parquet
+from mva_core.contracts import TRAINING_PAIRS, validate_table
 from mva_core.dependence import delta_w_norm
 from mva_core.penalties import DecorrelationPenalty, PenaltySettings, collect_lora_pairs, module_label
 from mva_core.precision import Precision, resolve_precision
@@ -37,7 +38,6 @@ from mva_core.runtime import check_finite, resume_point, tracking_kwargs
 
 TRAINED_ADAPTER = "default"
 RESERVED_ADAPTERS = (TRAINED_ADAPTER, "ref")  # "ref" is TRL's copy of the fresh adapter
-PAIR_COLUMNS = ("pair_id", "prompt", "chosen", "rejected")
 LOG_COLUMNS = ("step", "epoch", "loss", "dpo_loss", "penalty", "delta_w_norm", "rewards/accuracies", "rewards/margins", "learning_rate")
 
 
@@ -337,9 +337,7 @@ def training_log(log_history: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _preference_dataset(pairs: pd.DataFrame) -> datasets.Dataset:
     """TRL conversational rows: the prompt messages, and chosen/rejected as one assistant message each."""
-    missing = [column for column in PAIR_COLUMNS if column not in pairs.columns]
-    if missing:
-        raise ValueError(f"preference pairs lack column(s) {missing}; expected {list(PAIR_COLUMNS)}")
+    validate_table(pairs, TRAINING_PAIRS)
     if pairs.empty:
         raise ValueError("no preference pairs to train on")
     duplicated = pairs["pair_id"][pairs["pair_id"].duplicated()]

@@ -8,7 +8,8 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from mva_core.decorrelation import decorrelation_table, read_adapter, summarize_decorrelation, table_columns
+from mva_core.adapters import read_value_vector
+from mva_core.decorrelation import decorrelation_table, summarize_decorrelation, table_columns
 from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 
 
@@ -33,7 +34,7 @@ def adapters(tmp_path_factory):
 
 
 def materialised(adapter_dir, module):
-    A, B, s = read_adapter(adapter_dir)[module]
+    A, B, s = read_value_vector(adapter_dir)[module]
     return A.double(), s * B.double() @ A.double()  # fp64 reference kernels (entries are close to 1 at sigma 3)
 
 
@@ -53,13 +54,13 @@ def hsic64(K: torch.Tensor, L: torch.Tensor) -> float:
 
 
 def test_read_adapter(adapters):
-    helpful = read_adapter(adapters["helpful"])
+    helpful = read_value_vector(adapters["helpful"])
     assert sorted(helpful) == [f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
     A, B, scaling = helpful["model.layers.0.self_attn.q_proj"]
     assert A.shape == (4, 64) and B.shape == (64, 4) and scaling == 2.0
-    assert read_adapter(adapters["harmless"])["model.layers.0.self_attn.q_proj"][2] == 16 / math.sqrt(4)  # rsLoRA
+    assert read_value_vector(adapters["harmless"])["model.layers.0.self_attn.q_proj"][2] == 16 / math.sqrt(4)  # rsLoRA
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
-        read_adapter(adapters["helpful"].parent)
+        read_value_vector(adapters["helpful"].parent)
 
 
 def test_table_has_every_estimator_and_matches_materialised_delta_w(adapters):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mva_core.grid import GridSettings, evaluation_prompts, grid_points, point_id
+from mva_core.data import evaluation_prompts
+from mva_core.grid import GridSettings, grid_points, point_id
 
 
 def test_product_grid_adds_references_once():

@@ -18,8 +18,7 @@ import yaml
 from synthetic import write_smoke_data_root
 
 from mva_core.config import ConfigError, validate_config
-from mva_core.data import DataError, load_prompts
-from mva_core.grid import PromptSet, evaluation_prompts, load_prompt_set, sample_prompts
+from mva_core.data import DataError, PromptSet, evaluation_prompts, load_prompt_set, load_prompts, sample_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MVA_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -139,28 +139,28 @@ def test_saved_dir_is_a_plain_sequence_classifier(trained):
 
 
 def test_killed_training_resumes_from_its_checkpoint(tmp_path, base_dir, monkeypatch):
-    from mva_core import reward_models
+    from mva_core.reward_models import training
 
     settings = RewardModelSettings(lora_r=None, epochs=1, save_steps=3, input_format="hh_transcript")
     pairs, ckpt = synthetic_pairs(32, seed=0), tmp_path / "ckpt"
-    real_save = reward_models._save_reward_model
+    real_save = training._save_reward_model
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed before the model was written")
 
-    monkeypatch.setattr(reward_models, "_save_reward_model", killed)
+    monkeypatch.setattr(training, "_save_reward_model", killed)
     with pytest.raises(KeyboardInterrupt):
         train_reward_model(base_dir, pairs, tmp_path / "rm", settings, checkpoint_dir=ckpt, threads=2)
     assert (ckpt / "checkpoint-3").is_dir() and not (tmp_path / "rm").exists()
-    monkeypatch.setattr(reward_models, "_save_reward_model", real_save)
+    monkeypatch.setattr(training, "_save_reward_model", real_save)
     again = train_reward_model(base_dir, pairs, tmp_path / "rm", settings, checkpoint_dir=ckpt, threads=2)
     assert json.loads((again / "metadata.json").read_text())["resumed_from"].endswith("checkpoint-4")
     assert not ckpt.exists()  # checkpoints are removed once the model is written
     other = replace(settings, learning_rate=1e-3)  # a different run never resumes from these checkpoints
-    monkeypatch.setattr(reward_models, "_save_reward_model", killed)
+    monkeypatch.setattr(training, "_save_reward_model", killed)
     with pytest.raises(KeyboardInterrupt):
         train_reward_model(base_dir, pairs, tmp_path / "rm2", settings, checkpoint_dir=ckpt, threads=2)
-    monkeypatch.setattr(reward_models, "_save_reward_model", real_save)
+    monkeypatch.setattr(training, "_save_reward_model", real_save)
     fresh = train_reward_model(base_dir, pairs, tmp_path / "rm2", other, checkpoint_dir=ckpt, threads=2)
     assert json.loads((fresh / "metadata.json").read_text())["resumed_from"] is None
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from mva_core.artifacts import current_provenance, read_provenance, write_parquet, write_text
+from mva_core.contracts import POINTS, read_table
 from mva_core.provenance import provenance_markdown
 from mva_core.reporting import (
     EvaluationTables,
@@ -20,7 +21,7 @@ from mva_core.workflow_io import logged_job
 with logged_job(snakemake) as log:
     inp, params = snakemake.input, snakemake.params
     tables = EvaluationTables(**{name: pd.read_parquet(inp[name]) for name in snakemake.params.tables})
-    points = pd.concat([pd.read_parquet(p) for p in inp.points], ignore_index=True)
+    points = pd.concat([read_table(p, POINTS) for p in inp.points], ignore_index=True)
     logs = {label: pd.read_parquet(f"{p}/training_log.parquet") for label, p in zip(params.log_labels, inp.training_logs)}
     decorrelation = read_decorrelation(inp.decorrelation)
     sensitivity = sensitivity_table(params.method_settings, tables.frontiers, decorrelation)

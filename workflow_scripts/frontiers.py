@@ -2,15 +2,16 @@
 import pandas as pd
 
 from mva_core.artifacts import write_parquet, write_text
+from mva_core.contracts import EVALUATION_PROMPTS, POINTS, SCORES, read_table
 from mva_core.frontier import to_markdown
 from mva_core.reporting import build_tables
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake):
     inp, params, out = snakemake.input, snakemake.params, snakemake.output
-    scores = pd.concat([pd.read_parquet(p) for p in inp.scores], ignore_index=True)
-    points = pd.concat([pd.read_parquet(p) for p in inp.points], ignore_index=True)
-    tables = build_tables(scores, points, pd.read_parquet(inp.prompts), params.evaluation, params.values, params.seed,
+    scores = pd.concat([read_table(p, SCORES) for p in inp.scores], ignore_index=True)
+    points = pd.concat([read_table(p, POINTS) for p in inp.points], ignore_index=True)
+    tables = build_tables(scores, points, read_table(inp.prompts, EVALUATION_PROMPTS), params.evaluation, params.values, params.seed,
                           params.baselines)
     for name in params.tables:
         write_parquet(getattr(tables, name), out[name])

@@ -1,12 +1,11 @@
 """Snakemake entry point: one model load, all of a method's grid points, batched generation."""
 import shutil
 
-import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from mva_core.artifacts import write_parquet
 from mva_core.combine import ValueMixer
+from mva_core.contracts import EVALUATION_PROMPTS, GENERATIONS, POINTS, read_table, write_table
 from mva_core.generation import GenerationSettings, generate_grid
 from mva_core.grid import mixer_lambdas
 from mva_core.precision import job_precision
@@ -22,10 +21,10 @@ with logged_job(snakemake):
         model,
         tokenizer,
         mixer,
-        pd.read_parquet(snakemake.input.prompts),
-        mixer_lambdas(pd.read_parquet(snakemake.input.points)),
+        read_table(snakemake.input.prompts, EVALUATION_PROMPTS),
+        mixer_lambdas(read_table(snakemake.input.points, POINTS)),
         GenerationSettings(**snakemake.params.generation),
         shard_dir=snakemake.params.shard_dir,
     )
-    write_parquet(generations.assign(method=snakemake.wildcards.method, dtype=precision.dtype), snakemake.output[0])
+    write_table(generations.assign(method=snakemake.wildcards.method, dtype=precision.dtype), snakemake.output[0], GENERATIONS)
     shutil.rmtree(snakemake.params.shard_dir, ignore_errors=True)

@@ -1,5 +1,6 @@
 """Snakemake entry point: load, clean and split one value's preference data."""
-from mva_core.artifacts import current_provenance, write_parquet
+from mva_core.artifacts import current_provenance
+from mva_core.contracts import DATA_SUMMARY, PAIRS, write_table
 from mva_core.data import SourceSpec, prepare_value_data
 from mva_core.provenance import source_hashes
 from mva_core.workflow_io import logged_job
@@ -19,6 +20,6 @@ with logged_job(snakemake) as log:
                                                          snakemake.params.roots)
     for path in snakemake.output.splits:
         split = path.rsplit("/", 1)[-1].removesuffix(".parquet")
-        write_parquet(prepared.splits[split], path)
+        write_table(prepared.splits[split], path, PAIRS)
         log.info("%s/%s: %d pairs", value, split, len(prepared.splits[split]))
-    write_parquet(prepared.summary, snakemake.output.summary)
+    write_table(prepared.summary, snakemake.output.summary, DATA_SUMMARY)

@@ -1,8 +1,8 @@
 """Snakemake entry point: pairwise accuracy of one value's reward model on held-out eval pairs."""
-import pandas as pd
 import torch
 
 from mva_core.artifacts import current_provenance, write_json
+from mva_core.contracts import PAIRS, read_table
 from mva_core.precision import with_job_dtype
 from mva_core.reward_models import RewardModelSettings, RewardScorer, pairwise_accuracy
 from mva_core.workflow_io import logged_job
@@ -11,6 +11,6 @@ with logged_job(snakemake):
     torch.set_num_threads(snakemake.threads)
     settings = RewardModelSettings(**with_job_dtype(snakemake.params.settings, snakemake.config))
     scorer = RewardScorer.load(snakemake.params.location, settings)
-    result = pairwise_accuracy(scorer, pd.read_parquet(snakemake.input.pairs))
+    result = pairwise_accuracy(scorer, read_table(snakemake.input.pairs, PAIRS))
     write_json({"value": snakemake.wildcards.value, **result, "scorer": scorer.describe(),
                 "provenance": current_provenance()}, snakemake.output[0])

@@ -1,6 +1,7 @@
 """Snakemake entry point: SFT of the base model on the chosen replies of every value's DPO split."""
 import pandas as pd
 
+from mva_core.contracts import PAIRS, read_table
 from mva_core.precision import job_precision
 from mva_core.sft import SFTSettings, run_sft
 from mva_core.workflow_io import logged_job
@@ -9,7 +10,7 @@ with logged_job(snakemake):
     settings = dict(snakemake.params.settings)
     settings["target_modules"] = tuple(settings["target_modules"])
     cap = snakemake.params.max_pairs
-    pairs = pd.concat([pd.read_parquet(path).head(cap) for path in snakemake.input.pairs], ignore_index=True)
+    pairs = pd.concat([read_table(path, PAIRS).head(cap) for path in snakemake.input.pairs], ignore_index=True)
     run_sft(
         snakemake.input.base,
         pairs,

@@ -1,6 +1,5 @@
 """Snakemake entry point: train one MODPO adapter (one weighting) on the target value's pairs."""
-import pandas as pd
-
+from mva_core.contracts import PAIRS, read_table
 from mva_core.penalties import PenaltySettings
 from mva_core.precision import job_precision
 from mva_core.value_training import DPOSettings, LoraSettings, derive_seed, train_value_vector
@@ -14,7 +13,7 @@ with logged_job(snakemake):
     margins = {value: weight for value, weight in weighting.items() if value != target}
     train_value_vector(
         snakemake.input.policy,
-        pd.read_parquet(snakemake.input.pairs),
+        read_table(snakemake.input.pairs, PAIRS),
         snakemake.output[0],
         frozen_vectors={value: snakemake.input[value] for value in margins},
         lora=LoraSettings(**lora),

@@ -1,6 +1,5 @@
 """Snakemake entry point: train one value vector (DPO LoRA + decorrelation penalty against earlier vectors)."""
-import pandas as pd
-
+from mva_core.contracts import PAIRS, read_table
 from mva_core.penalties import PenaltySettings
 from mva_core.precision import job_precision
 from mva_core.value_training import DPOSettings, LoraSettings, derive_seed, train_value_vector
@@ -12,7 +11,7 @@ with logged_job(snakemake):
     dpo = DPOSettings(**snakemake.params.dpo)
     train_value_vector(
         snakemake.input.policy,
-        pd.read_parquet(snakemake.input.pairs),
+        read_table(snakemake.input.pairs, PAIRS),
         snakemake.output[0],
         frozen_vectors={value: snakemake.input[value] for value in snakemake.params.frozen},
         lora=LoraSettings(**lora),
