@@ -1,9 +1,12 @@
 """Shared pytest fixtures."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,12 +25,37 @@ def repo() -> Path:
     return REPO
 
 
+_SHIMS: Path | None = None
+
+
+def snakemake_env() -> dict[str, str]:
+    """The environment for Snakemake subprocesses of the tests.
+
+    Snakemake loads its Slurm executor plugin at start-up, and the plugin runs ``scontrol show config`` (10 s
+    timeout) whenever the Slurm client is installed; with no controller answering (a machine where CI's Slurm step
+    installed Slurm and stopped its daemons) that costs 9 s per ``snakemake`` call. The tests never submit to
+    Slurm, so a stand-in ``scontrol`` that fails at once comes first on PATH (the plugin then only loses a help
+    text's default). The Slurm step (tests/slurm) uses the real one.
+    """
+    global _SHIMS
+    if _SHIMS is None:
+        _SHIMS = Path(tempfile.mkdtemp(prefix="mva-test-shims-"))
+        atexit.register(shutil.rmtree, _SHIMS, True)
+        shim = _SHIMS / "scontrol"
+        shim.write_text("#!/bin/sh\nexit 1\n")
+        shim.chmod(0o755)
+    return {**os.environ, "PATH": f"{_SHIMS}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def snakemake_command(*args: str, workdir: Path | None = None) -> list[str]:
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
+    return command + ["--directory", str(workdir)] if workdir is not None else command
+
+
 def snakemake(*args: str, workdir: Path | None = None, timeout: int = 1200) -> subprocess.CompletedProcess:
     """Run the workflow (``--directory workdir``) and capture its output."""
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
-    if workdir is not None:
-        command += ["--directory", str(workdir)]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(snakemake_command(*args, workdir=workdir), cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=snakemake_env())
 
 
 @pytest.fixture(scope="session")

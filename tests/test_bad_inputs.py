@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, snakemake
+from conftest import REPO, snakemake, snakemake_command, snakemake_env
 from safetensors.torch import load_file
 from synthetic import hh_rows, synthetic_pairs, write_hh_jsonl_gz
 
@@ -147,9 +147,8 @@ MVA_TARGETS = [f"results/smoke/seed_1/evaluation/mva/scores_{value}.parquet" for
 
 def _run_until_killed(args: list[str], workdir: Path, log: Path, seconds: float) -> bool:
     """Start the run, SIGKILL its whole process group ``seconds`` after ``log`` appears; True if it was killed."""
-    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args,
-                                "--directory", str(workdir), *MVA_TARGETS],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(snakemake_command(*args, *MVA_TARGETS, workdir=workdir), cwd=REPO, env=snakemake_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     while not log.exists() and process.poll() is None:
         time.sleep(0.1)
     time.sleep(seconds)
