@@ -48,8 +48,9 @@ def snakemake_env() -> dict[str, str]:
 
 
 def snakemake_command(*args: str, workdir: Path | None = None) -> list[str]:
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
-    return command + ["--directory", str(workdir)] if workdir is not None else command
+    """``python -m snakemake`` of this Snakefile (``--directory workdir`` first: targets may end ``args``)."""
+    directory = ["--directory", str(workdir)] if workdir is not None else []
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *directory, *args]
 
 
 def snakemake(*args: str, workdir: Path | None = None, timeout: int = 1200) -> subprocess.CompletedProcess:

@@ -147,7 +147,7 @@ MVA_TARGETS = [f"results/smoke/seed_1/evaluation/mva/scores_{value}.parquet" for
 
 def _run_until_killed(args: list[str], workdir: Path, log: Path, seconds: float) -> bool:
     """Start the run, SIGKILL its whole process group ``seconds`` after ``log`` appears; True if it was killed."""
-    process = subprocess.Popen(snakemake_command(*args, *MVA_TARGETS, workdir=workdir), cwd=REPO, env=snakemake_env(),
+    process = subprocess.Popen(snakemake_command(*MVA_TARGETS, *args, workdir=workdir), cwd=REPO, env=snakemake_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     while not log.exists() and process.poll() is None:
         time.sleep(0.1)
