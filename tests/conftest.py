@@ -14,6 +14,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+# One torch thread per test process (set before any test module imports torch; inherited by the Snakemake and
+# export subprocesses). The tiny models gain nothing from a second thread, and two OpenMP threads on a busy (or
+# `nice`d) 2-core machine spin-wait on each other: tests/test_generation.py took 139 s with two threads and 13 s
+# with one on this project's 2-core machine under load. It also keeps `pytest -n 2` at two busy cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def shared_data_dir() -> Path:
     """``../shared/data`` beside the checkout (or $MVA_SHARED_DATA)."""

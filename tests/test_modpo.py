@@ -76,7 +76,7 @@ def _train(setup, name, margin_weights, target_weight=1.0):
     root, _, _, pairs = setup
     return train_value_vector(
         root / "sft", pairs, root / name, frozen_vectors={"helpful": root / "helpful"}, lora=LORA, dpo=DPO,
-        penalty=PenaltySettings(), checkpoint_dir=root / f"{name}.ckpt", threads=2,
+        penalty=PenaltySettings(), checkpoint_dir=root / f"{name}.ckpt", threads=1,
         margin_weights=margin_weights, target_weight=target_weight,
     )
 

@@ -68,7 +68,7 @@ def train(setup, name, penalty=HSIC, init_seed=None):
         dpo=DPO,
         penalty=penalty,
         checkpoint_dir=root / f"{name}.ckpt",
-        threads=2,
+        threads=1,
         init_seed=init_seed,
     )
 
