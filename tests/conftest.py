@@ -80,3 +80,63 @@ def smoke_run(tmp_path_factory):
     result = snakemake(*args, workdir=workdir)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     return workdir, args
+
+
+# ------------------------------------------------------------------ tiny models shared by the unit tests
+# Built once per test process. Treat them as read-only: a test that changes a model or tokenizer works on a
+# ``copy.deepcopy`` of it, and a test that trains or writes uses its own tmp_path for the outputs (the saved
+# directories are checked unchanged at the end of the session).
+
+
+def _digests(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """The byte-level BPE tokenizer of ``mva_core.tiny`` (built-in corpus, chat template)."""
+    from mva_core.tiny import build_tiny_tokenizer
+
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_tokenizer):
+    """The tiny random Llama (seed 0) for ``tiny_tokenizer``, in eval mode."""
+    import torch
+
+    from mva_core.tiny import build_tiny_llama
+
+    model = build_tiny_llama(tiny_tokenizer).eval()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    yield model
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items()), (
+        "a test changed the shared tiny_llama (work on a copy.deepcopy of it)")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer, tiny_llama):
+    """``tiny_llama`` and ``tiny_tokenizer`` saved as a model directory (an SFT or base model of the pipeline)."""
+    folder = tmp_path_factory.mktemp("tiny_model")
+    tiny_llama.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    before = _digests(folder)
+    yield folder
+    assert _digests(folder) == before, f"a test changed the shared {folder}"
+
+
+@pytest.fixture(scope="session")
+def random_adapters(tmp_path_factory, tiny_llama):
+    """Two saved random LoRA value vectors of ``tiny_llama`` (``synthetic.value_adapter_configs``): 'care' (r 4 on
+    q, v, down) and 'safe' (rsLoRA r 2 on q, k, o, gate, up); B is non-zero, so each changes the model."""
+    from synthetic import save_random_adapters, value_adapter_configs
+
+    root = tmp_path_factory.mktemp("random_adapters")
+    adapters = save_random_adapters(tiny_llama, value_adapter_configs(), root)
+    before = _digests(root)
+    yield adapters
+    assert _digests(root) == before, f"a test changed the shared {root}"

@@ -245,14 +245,9 @@ def test_a_replaced_data_file_reruns_the_data_jobs_and_unlock_needs_no_cores(fin
 
 
 @pytest.fixture(scope="module")
-def tiny_rm(tmp_path_factory):
-    from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
-
-    base = tmp_path_factory.mktemp("base")
-    tokenizer = build_tiny_tokenizer()
-    tokenizer.save_pretrained(base)
-    build_tiny_llama(tokenizer).save_pretrained(base)
-    return base
+def tiny_rm(tiny_model_dir):
+    """A base model for reward-model training and scoring: the shared tiny Llama."""
+    return tiny_model_dir
 
 
 def test_nan_reward_model_loss_stops_training_naming_step_and_pairs(tiny_rm, tmp_path, monkeypatch):

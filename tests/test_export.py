@@ -1,8 +1,10 @@
 """mva-export: a plain transformers model for one λ of a run, equal to the pipeline's mixer at that λ."""
 from __future__ import annotations
 
+import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,21 +16,18 @@ from transformers import AutoModelForCausalLM
 
 from mva_core.combine import ValueMixer
 from mva_core.export import export_model
-from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 
 CONFIG = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """results/r of a workdir: the policy model and value vectors as the pipeline lays them out (mva: only the
-    second value has its own vector)."""
+def run(tmp_path_factory, tiny_llama, tiny_model_dir):
+    """results/r of a workdir: the policy model (the shared tiny one) and value vectors as the pipeline lays them
+    out (mva: only the second value has its own vector)."""
     workdir = tmp_path_factory.mktemp("work")
     run_dir = workdir / "results/r"
-    tokenizer = build_tiny_tokenizer()
-    model = build_tiny_llama(tokenizer).eval()
-    model.save_pretrained(run_dir / "models/sft")
-    tokenizer.save_pretrained(run_dir / "models/sft")
+    shutil.copytree(tiny_model_dir, run_dir / "models/sft")
+    model = copy.deepcopy(tiny_llama)  # the mixer below attaches to it
     vectors = run_dir / "seed_3/value_vectors"
     for i, folder in enumerate(["independent/helpful", "independent/harmless", "mva/harmless"]):
         save_random_adapter(model, CONFIG, vectors / folder, seed=i)

@@ -7,17 +7,10 @@ import copy
 import pandas as pd
 import pytest
 import torch
-from peft import LoraConfig
-from synthetic import save_random_adapters
 
 from mva_core.combine import ValueMixer, merge_explicit
 from mva_core.generation import GenerationSettings, encode_prompts, generate_grid, plan_batches
-from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 
-ADAPTER_CONFIGS = {
-    "care": LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]),
-    "safe": LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "k_proj", "o_proj", "gate_proj", "up_proj"]),
-}
 QUESTIONS = ["Hi", "What is the capital of France?", "Please explain how photosynthesis works in simple words.",
              "How do I fix a flat tire?", "Mix flour"]
 SETTINGS = GenerationSettings(max_new_tokens=8, batch_size=8)
@@ -25,10 +18,9 @@ BUDGETED = GenerationSettings(max_new_tokens=8, batch_size=8, max_batch_tokens=1
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tokenizer = build_tiny_tokenizer()
-    model = build_tiny_llama(tokenizer).eval()
-    adapters = save_random_adapters(model, ADAPTER_CONFIGS, tmp_path_factory.mktemp("vectors"))
+def setup(tiny_tokenizer, tiny_llama, random_adapters):
+    """The shared tiny model and value vectors (conftest), and a mixer on a copy of the model."""
+    tokenizer, model, adapters = tiny_tokenizer, tiny_llama, random_adapters
     mixer = ValueMixer.attach(copy.deepcopy(model), adapters)
     prompts = pd.DataFrame({
         "prompt_id": [f"p{i}" for i in range(len(QUESTIONS))],
