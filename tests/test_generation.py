@@ -3,6 +3,7 @@ budget), shard resume, out-of-memory back-off."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -174,8 +175,21 @@ def test_out_of_memory_halves_the_token_budget(setup, monkeypatch):
     assert sum(rows for rows, _ in shapes[1:]) == len(expected)
 
 
-def test_sampling_is_seeded(setup):
+def test_sampling_is_seeded(setup, monkeypatch):
     tokenizer, _, _, mixer, prompts, points = setup
     sampled = GenerationSettings(max_new_tokens=8, batch_size=8, do_sample=True, temperature=0.8, top_p=0.9, seed=3)
+    real_generate, options = mixer.model.generate, []
+
+    def recording_generate(**kwargs):
+        options.append({k: kwargs.get(k) for k in ("do_sample", "temperature", "top_p")})
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(mixer.model, "generate", recording_generate)
     runs = [generate_grid(mixer.model, tokenizer, mixer, prompts, points, sampled, progress=False) for _ in range(2)]
-    pd.testing.assert_frame_equal(*runs)
+    pd.testing.assert_frame_equal(*runs)  # the same seed: the same text
+    assert options and all(o == {"do_sample": True, "temperature": 0.8, "top_p": 0.9} for o in options)
+    # ... and it really samples: another seed gives other text, and neither is the greedy answer
+    other = generate_grid(mixer.model, tokenizer, mixer, prompts, points, replace(sampled, seed=4), progress=False)
+    greedy = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False)
+    assert (other.response != runs[0].response).mean() > 0.5
+    assert (runs[0].response != greedy.response).mean() > 0.5 and (other.response != greedy.response).mean() > 0.5
