@@ -103,7 +103,8 @@ def test_the_modules_the_snakefile_imports_load_without_torch():
 
 
 def test_typo_in_config_fails_before_any_job(tmp_path):
-    result = snakemake("-n", "--configfile", str(REPO / "config/smoke.yaml"), "--config", "dpo={'lerning_rate': 1}")
+    result = snakemake("-n", "--configfile", str(REPO / "config/smoke.yaml"), "--config", "dpo={'lerning_rate': 1}",
+                       workdir=tmp_path)
     assert result.returncode != 0
     assert "config key 'dpo'" in result.stdout + result.stderr
     assert "lerning_rate" in result.stdout + result.stderr
