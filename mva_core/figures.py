@@ -1,4 +1,5 @@
-"""Paper-style figures (Figs. 2, 3, 5 and diagnostics); every function writes ``<stem>.png`` and ``<stem>.pdf``.
+"""Paper-style figures (Figs. 2, 3, 5 and diagnostics); every function writes ``<stem>.png`` and ``<stem>.pdf``
+and returns their paths (a ``FigurePaths`` list, whose ``figure`` is the drawn Figure).
 
 Figures are built on bare ``matplotlib.figure.Figure`` objects (Agg canvas, no pyplot state), so plotting is
 thread-safe and leaks no open figures.
@@ -28,8 +29,17 @@ FORMATS = ("png", "pdf")
 LOG_COLUMNS = ["step", "dpo_loss", "penalty"]
 
 
-def save_figure(fig: Figure, path_stem: str | os.PathLike) -> list[Path]:
-    """Write ``fig`` atomically as PNG and PDF next to ``path_stem``; return the paths."""
+class FigurePaths(list):
+    """The paths a plot function wrote (PNG, PDF), as a plain list; ``figure`` is the Figure they show, for
+    inspecting what was drawn (axes, lines, labels) without reading the image back."""
+
+    def __init__(self, paths: list[Path], figure: Figure):
+        super().__init__(paths)
+        self.figure = figure
+
+
+def save_figure(fig: Figure, path_stem: str | os.PathLike) -> FigurePaths:
+    """Write ``fig`` atomically as PNG and PDF next to ``path_stem``; return the paths (and ``fig``)."""
     paths = []
     for fmt in FORMATS:
         path = Path(f"{os.fspath(path_stem)}.{fmt}")
@@ -37,7 +47,7 @@ def save_figure(fig: Figure, path_stem: str | os.PathLike) -> list[Path]:
         with atomic_file(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
         paths.append(path)
-    return paths
+    return FigurePaths(paths, fig)
 
 
 def _color(i: int) -> tuple[float, ...]:
@@ -74,7 +84,7 @@ def plot_frontiers(
     values: tuple[str, str] | None = None,
     error_bars: bool = False,
     title: str | None = None,
-) -> list[Path]:
+) -> FigurePaths:
     """Fig. 2: every method's points (faint) and Pareto frontier in the plane of two values.
 
     SFT rows are stars, single value vectors triangles; ``error_bars`` draws the frontier points' CIs
@@ -128,7 +138,7 @@ def _percent_grid(part: pd.DataFrame, column: str, baselines: list[str], values:
     return 100 * grid.to_numpy(dtype=float)
 
 
-def plot_win_rates(win_table: pd.DataFrame, path_stem: str | os.PathLike, title: str | None = None) -> list[Path]:
+def plot_win_rates(win_table: pd.DataFrame, path_stem: str | os.PathLike, title: str | None = None) -> FigurePaths:
     """Fig. 3: target's win rate (%) per value and baseline with CI error bars; one panel per weighting."""
     check_columns(win_table, ["weighting", "baseline", "value", "win_rate", "ci_low", "ci_high"], "win-rate")
     if win_table.empty:
@@ -159,7 +169,7 @@ def plot_reward_heatmaps(
     points: pd.DataFrame,
     method: str,
     path_stem: str | os.PathLike,
-) -> list[Path]:
+) -> FigurePaths:
     """Mean reward of each value over the (λ_a, λ_b) grid of ``method``'s points (all kinds), one panel per value."""
     lams = lam_columns(points)
     if len(lams) != 2:
@@ -196,7 +206,7 @@ def plot_single_vectors(
     points: pd.DataFrame,
     path_stem: str | os.PathLike,
     error_bars: bool = False,
-) -> list[Path]:
+) -> FigurePaths:
     """Fig. 5: rewards of every single value vector (and SFT) on each value, grouped by reward model."""
     table = attach_points(means_wide, points)
     singles = table[table["kind"] == "single"].sort_values(KEY)
@@ -219,7 +229,7 @@ def plot_single_vectors(
     return save_figure(fig, path_stem)
 
 
-def plot_training_curves(logs: Mapping[str, pd.DataFrame], path_stem: str | os.PathLike) -> list[Path]:
+def plot_training_curves(logs: Mapping[str, pd.DataFrame], path_stem: str | os.PathLike) -> FigurePaths:
     """DPO loss and decorrelation penalty vs step for each run (keys label the runs, e.g. ``mva/harmless``)."""
     if not logs:
         raise ValueError("no training logs given")
@@ -240,7 +250,7 @@ def plot_training_curves(logs: Mapping[str, pd.DataFrame], path_stem: str | os.P
     return save_figure(fig, path_stem)
 
 
-def plot_sensitivity(table: pd.DataFrame, path_stem: str | os.PathLike) -> list[Path]:
+def plot_sensitivity(table: pd.DataFrame, path_stem: str | os.PathLike) -> FigurePaths:
     """Hypervolume (with CI) and measured HSIC against the penalty weight, one line per (form, sigma)."""
     check_columns(table, ["weight", "series", "hypervolume", "hv_ci_low", "hv_ci_high", "hsic_lora_a_sigma1"], "sensitivity")
     fig = Figure(figsize=(10.0, 4.2), layout="constrained")
@@ -260,7 +270,7 @@ def plot_sensitivity(table: pd.DataFrame, path_stem: str | os.PathLike) -> list[
     return save_figure(fig, path_stem)
 
 
-def plot_efficacy(efficacy: pd.DataFrame, path_stem: str | os.PathLike) -> list[Path]:
+def plot_efficacy(efficacy: pd.DataFrame, path_stem: str | os.PathLike) -> FigurePaths:
     """Own reward minus SFT's along each value vector's λ line, with CIs: one panel per value, a line per method."""
     check_columns(efficacy, ["method", "value", "lambda", "estimate", "ci_low", "ci_high"], "efficacy")
     values = list(dict.fromkeys(efficacy["value"]))

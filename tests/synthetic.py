@@ -64,20 +64,32 @@ def write_placeholder_sources(config_path: Path, root: Path) -> Path:
 
 
 def save_random_adapter(model, config, folder: Path, seed: int) -> Path:
-    """Save a PEFT LoRA adapter for ``model`` whose B is random (non-zero), so it changes the model."""
+    """Save a PEFT LoRA adapter for ``model`` whose A and B are random (B non-zero, so it changes the model),
+    determined by ``seed``."""
     import copy
 
     import torch
     from peft import get_peft_model
 
+    torch.manual_seed(seed)  # A's initialisation, then B
     peft_model = get_peft_model(copy.deepcopy(model), copy.deepcopy(config))
-    torch.manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.normal_(std=0.3)
     peft_model.save_pretrained(folder)
     return folder
+
+
+def value_adapter_configs() -> dict:
+    """Two LoRA value vectors of different shapes on the tiny Llama (``random_adapters`` in conftest)."""
+    from peft import LoraConfig
+
+    return {
+        "care": LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]),
+        "safe": LoraConfig(r=2, lora_alpha=4, use_rslora=True,
+                           target_modules=["q_proj", "k_proj", "o_proj", "gate_proj", "up_proj"]),
+    }
 
 
 def save_random_adapters(model, configs: dict, root: Path) -> dict[str, Path]:

@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, snakemake
+from conftest import REPO, snakemake, snakemake_command, snakemake_env
 from safetensors.torch import load_file
-from synthetic import hh_rows, synthetic_pairs, write_hh_jsonl_gz
+from synthetic import hh_rows, synthetic_pairs, write_hh_jsonl_gz, write_smoke_data_root
 
 from mva_core.artifacts import atomic_directory, write_parquet
 from mva_core.config import ConfigError, check_config_files, validate_config
@@ -147,9 +147,8 @@ MVA_TARGETS = [f"results/smoke/seed_1/evaluation/mva/scores_{value}.parquet" for
 
 def _run_until_killed(args: list[str], workdir: Path, log: Path, seconds: float) -> bool:
     """Start the run, SIGKILL its whole process group ``seconds`` after ``log`` appears; True if it was killed."""
-    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args,
-                                "--directory", str(workdir), *MVA_TARGETS],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(snakemake_command(*MVA_TARGETS, *args, workdir=workdir), cwd=REPO, env=snakemake_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     while not log.exists() and process.poll() is None:
         time.sleep(0.1)
     time.sleep(seconds)
@@ -219,8 +218,26 @@ def test_a_corrupt_score_file_is_named_and_lost_tables_are_rebuilt(smoke_run, tm
     assert (workdir / "results/smoke/tables/comparisons.parquet").is_file()
 
 
+def test_data_files_are_inputs_of_their_data_jobs_and_unlock_needs_no_cores(tmp_path):
+    """Issue 15, cases 4 and 8, planned only (the slow test below runs them): each value's data file is an input of
+    its prepare_value_data job, so a replaced file (newer) reruns that job; ``--unlock`` runs without --cores."""
+    root = write_smoke_data_root(tmp_path / "data", n=8)
+    roots = f"data_roots=['{root}']"
+    plan = snakemake("-n", "--cores", "1", "--configfile", str(SMOKE), "--config", roots, "--until", "data_summary",
+                     workdir=tmp_path / "work")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    jobs = [job for job in plan.stdout.split("\n\n") if "rule prepare_value_data:" in job]
+    inputs = {re.search(r"wildcards: value=(\w+)", job)[1]: re.search(r"input: (.*)", job)[1] for job in jobs}
+    assert inputs.keys() == {"helpful", "harmless"}
+    for value in inputs:
+        assert str(root / f"hh-rlhf/{value}-base/test.jsonl.gz") in inputs[value].split(", ")
+    unlock = snakemake("--unlock", "--configfile", str(SMOKE), "--config", roots, workdir=tmp_path / "work")
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
+
+
+@pytest.mark.slow
 def test_a_replaced_data_file_reruns_the_data_jobs_and_unlock_needs_no_cores(finished, tmp_path):
-    """Issue 15, cases 4 and 8."""
+    """Issue 15, cases 4 and 8 (end to end: the data jobs run)."""
     import shutil
 
     workdir, args, root, _ = finished
@@ -246,14 +263,9 @@ def test_a_replaced_data_file_reruns_the_data_jobs_and_unlock_needs_no_cores(fin
 
 
 @pytest.fixture(scope="module")
-def tiny_rm(tmp_path_factory):
-    from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
-
-    base = tmp_path_factory.mktemp("base")
-    tokenizer = build_tiny_tokenizer()
-    tokenizer.save_pretrained(base)
-    build_tiny_llama(tokenizer).save_pretrained(base)
-    return base
+def tiny_rm(tiny_model_dir):
+    """A base model for reward-model training and scoring: the shared tiny Llama."""
+    return tiny_model_dir
 
 
 def test_nan_reward_model_loss_stops_training_naming_step_and_pairs(tiny_rm, tmp_path, monkeypatch):

@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-from peft import LoraConfig, PeftModel
+from peft import PeftModel
 from peft.tuners.lora import LoraLayer
-from synthetic import save_random_adapters
 
 from mva_core.combine import (
     MultiValueLinear,
@@ -16,23 +15,15 @@ from mva_core.combine import (
     merge_explicit,
     read_value_vector,
 )
-from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 
-ADAPTER_CONFIGS = {
-    "care": LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]),
-    "safe": LoraConfig(r=2, lora_alpha=4, use_rslora=True, target_modules=["q_proj", "k_proj", "o_proj", "gate_proj", "up_proj"]),
-}
 LAMBDAS = [(0.0, 0.0), (1.0, 0.0), (0.3, 0.7), (-0.5, 1.5), (2.0, -1.0)]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tokenizer = build_tiny_tokenizer()
-    model = build_tiny_llama(tokenizer).eval()
-    adapters = save_random_adapters(model, ADAPTER_CONFIGS, tmp_path_factory.mktemp("vectors"))
-    torch.manual_seed(1)
-    input_ids = torch.randint(3, len(tokenizer), (3, 10))
-    return model, adapters, input_ids
+def setup(tiny_tokenizer, tiny_llama, random_adapters):
+    """The shared tiny model (not changed here: mixers attach to copies) and value vectors (conftest)."""
+    input_ids = torch.randint(3, len(tiny_tokenizer), (3, 10), generator=torch.Generator().manual_seed(1))
+    return tiny_llama, random_adapters, input_ids
 
 
 def logits(model, input_ids):

@@ -6,31 +6,21 @@ import math
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig
+from synthetic import save_random_adapter
 
 from mva_core.adapters import read_value_vector
 from mva_core.decorrelation import decorrelation_table, summarize_decorrelation, table_columns
-from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
-
-
-def save_random_adapter(path, seed: int, r: int = 4, alpha: int = 8, use_rslora: bool = False) -> None:
-    model = build_tiny_llama(build_tiny_tokenizer())
-    torch.manual_seed(seed)
-    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=["q_proj", "v_proj"], use_rslora=use_rslora)
-    peft_model = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.3)
-    peft_model.save_pretrained(path)
 
 
 @pytest.fixture(scope="module")
-def adapters(tmp_path_factory):
+def adapters(tmp_path_factory, tiny_llama):
+    """Random LoRA vectors of the shared tiny model on q and v: helpful (r 4, α 8), harmless (rsLoRA r 4, α 16)."""
     root = tmp_path_factory.mktemp("adapters")
-    save_random_adapter(root / "helpful", seed=1)
-    save_random_adapter(root / "harmless", seed=2, r=4, alpha=16, use_rslora=True)
-    return {"helpful": root / "helpful", "harmless": root / "harmless"}
+    helpful = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    harmless = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], use_rslora=True)
+    return {"helpful": save_random_adapter(tiny_llama, helpful, root / "helpful", seed=1),
+            "harmless": save_random_adapter(tiny_llama, harmless, root / "harmless", seed=2)}
 
 
 def materialised(adapter_dir, module):

@@ -1,8 +1,10 @@
 """mva-export: a plain transformers model for one λ of a run, equal to the pipeline's mixer at that λ."""
 from __future__ import annotations
 
+import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,22 +15,19 @@ from synthetic import save_random_adapter
 from transformers import AutoModelForCausalLM
 
 from mva_core.combine import ValueMixer
-from mva_core.export import export_model
-from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
+from mva_core.export import export_model, main
 
 CONFIG = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """results/r of a workdir: the policy model and value vectors as the pipeline lays them out (mva: only the
-    second value has its own vector)."""
+def run(tmp_path_factory, tiny_llama, tiny_model_dir):
+    """results/r of a workdir: the policy model (the shared tiny one) and value vectors as the pipeline lays them
+    out (mva: only the second value has its own vector)."""
     workdir = tmp_path_factory.mktemp("work")
     run_dir = workdir / "results/r"
-    tokenizer = build_tiny_tokenizer()
-    model = build_tiny_llama(tokenizer).eval()
-    model.save_pretrained(run_dir / "models/sft")
-    tokenizer.save_pretrained(run_dir / "models/sft")
+    shutil.copytree(tiny_model_dir, run_dir / "models/sft")
+    model = copy.deepcopy(tiny_llama)  # the mixer below attaches to it
     vectors = run_dir / "seed_3/value_vectors"
     for i, folder in enumerate(["independent/helpful", "independent/harmless", "mva/harmless"]):
         save_random_adapter(model, CONFIG, vectors / folder, seed=i)
@@ -71,6 +70,6 @@ def test_soup_uses_the_independent_vectors_and_bad_lambdas_are_named(run, tmp_pa
         os.chdir(previous)
     card = json.loads((out / "mva_export.json").read_text())
     assert card["value_vectors"]["harmless"]["path"].endswith("independent/harmless")
-    result = subprocess.run([sys.executable, "-m", "mva_core.export", str(run_dir), "--method", "mva", "--seed", "3",
-                             "--lambda", "helpful:1", "--out", str(tmp_path / "y")], capture_output=True, text=True)
-    assert result.returncode != 0 and "must look like VALUE=NUMBER" in result.stderr
+    with pytest.raises(SystemExit, match="must look like VALUE=NUMBER"):  # the CLI (run as a command above)
+        main([str(run_dir), "--method", "mva", "--seed", "3", "--lambda", "helpful:1", "--out", str(tmp_path / "y")])
+    assert not (tmp_path / "y").exists()

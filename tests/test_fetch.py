@@ -49,16 +49,31 @@ def test_fetch_verifies_the_sum_and_leaves_nothing_on_a_mismatch(remote, tmp_pat
     assert main([path, "--root", str(tmp_path / "root"), "--manifest", str(manifest)]) == 0  # present: no download
 
 
-def test_a_fresh_machine_plans_and_runs_the_download(remote, tmp_path):
+def fresh_machine_args(manifest) -> list[str]:
+    """The smoke config with its data under resources/data (absent) and ``manifest`` saying where to get it."""
+    return ["--cores", "1", "--configfile", str(REPO / "config/smoke.yaml"), "--config", "data_roots=['resources/data']",
+            f"data_manifest={manifest}"]
+
+
+def test_a_fresh_machine_plans_the_download(remote, tmp_path):
+    manifest, _ = remote
+    planned = snakemake("-n", "-p", *fresh_machine_args(manifest), workdir=tmp_path)
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    jobs = planned.stdout.split("\n\n")
+    fetches = [job for job in jobs if "rule fetch_data:" in job]
+    assert {path for path in SMOKE_FILES if any(f"resources/data/{path}" in job for job in fetches)} == set(SMOKE_FILES)
+    prepare = [job for job in jobs if "rule prepare_value_data:" in job]
+    assert prepare and all("resources/data/hh-rlhf/" in job for job in prepare)  # reads what fetch_data writes
+    assert not (tmp_path / "resources").exists()
+
+
+@pytest.mark.slow
+def test_a_fresh_machine_runs_the_download(remote, tmp_path):
+    """End to end (slow set): the planned downloads run (file:// URLs) and the data jobs read the files."""
     manifest, _ = remote
     workdir = tmp_path / "work"
     workdir.mkdir()
-    args = ["--cores", "1", "--configfile", str(REPO / "config/smoke.yaml"), "--config",
-            "data_roots=['resources/data']", f"data_manifest={manifest}"]
-    planned = snakemake("-n", *args, workdir=workdir)
-    assert planned.returncode == 0, planned.stderr[-2000:]
-    assert "fetch_data" in planned.stdout
-    done = snakemake(*args, "--until", "prepare_value_data", workdir=workdir)
+    done = snakemake(*fresh_machine_args(manifest), "--until", "prepare_value_data", workdir=workdir)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     for path in SMOKE_FILES:
         assert (workdir / "resources/data" / path).read_bytes() == (tmp_path / "server" / path).read_bytes()

@@ -3,21 +3,15 @@ budget), shard resume, out-of-memory back-off."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 import torch
-from peft import LoraConfig
-from synthetic import save_random_adapters
 
 from mva_core.combine import ValueMixer, merge_explicit
 from mva_core.generation import GenerationSettings, encode_prompts, generate_grid, plan_batches
-from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 
-ADAPTER_CONFIGS = {
-    "care": LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]),
-    "safe": LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "k_proj", "o_proj", "gate_proj", "up_proj"]),
-}
 QUESTIONS = ["Hi", "What is the capital of France?", "Please explain how photosynthesis works in simple words.",
              "How do I fix a flat tire?", "Mix flour"]
 SETTINGS = GenerationSettings(max_new_tokens=8, batch_size=8)
@@ -25,10 +19,9 @@ BUDGETED = GenerationSettings(max_new_tokens=8, batch_size=8, max_batch_tokens=1
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tokenizer = build_tiny_tokenizer()
-    model = build_tiny_llama(tokenizer).eval()
-    adapters = save_random_adapters(model, ADAPTER_CONFIGS, tmp_path_factory.mktemp("vectors"))
+def setup(tiny_tokenizer, tiny_llama, random_adapters):
+    """The shared tiny model and value vectors (conftest), and a mixer on a copy of the model."""
+    tokenizer, model, adapters = tiny_tokenizer, tiny_llama, random_adapters
     mixer = ValueMixer.attach(copy.deepcopy(model), adapters)
     prompts = pd.DataFrame({
         "prompt_id": [f"p{i}" for i in range(len(QUESTIONS))],
@@ -182,8 +175,21 @@ def test_out_of_memory_halves_the_token_budget(setup, monkeypatch):
     assert sum(rows for rows, _ in shapes[1:]) == len(expected)
 
 
-def test_sampling_is_seeded(setup):
+def test_sampling_is_seeded(setup, monkeypatch):
     tokenizer, _, _, mixer, prompts, points = setup
     sampled = GenerationSettings(max_new_tokens=8, batch_size=8, do_sample=True, temperature=0.8, top_p=0.9, seed=3)
+    real_generate, options = mixer.model.generate, []
+
+    def recording_generate(**kwargs):
+        options.append({k: kwargs.get(k) for k in ("do_sample", "temperature", "top_p")})
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(mixer.model, "generate", recording_generate)
     runs = [generate_grid(mixer.model, tokenizer, mixer, prompts, points, sampled, progress=False) for _ in range(2)]
-    pd.testing.assert_frame_equal(*runs)
+    pd.testing.assert_frame_equal(*runs)  # the same seed: the same text
+    assert options and all(o == {"do_sample": True, "temperature": 0.8, "top_p": 0.9} for o in options)
+    # ... and it really samples: another seed gives other text, and neither is the greedy answer
+    other = generate_grid(mixer.model, tokenizer, mixer, prompts, points, replace(sampled, seed=4), progress=False)
+    greedy = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False)
+    assert (other.response != runs[0].response).mean() > 0.5
+    assert (runs[0].response != greedy.response).mean() > 0.5 and (other.response != greedy.response).mean() > 0.5

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -25,7 +27,6 @@ from mva_core.penalties import (
     collect_lora_pairs,
     sample_rows,
 )
-from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 
 
 def rbf_from_samples(X: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -213,9 +214,9 @@ def test_hsic_delta_w_is_precise_for_tiny_updates():
 
 
 @pytest.fixture(scope="module")
-def two_adapter_model():
+def two_adapter_model(tiny_llama):
     """Tiny Llama with a trainable adapter 'default' and a frozen adapter 'helpful' (both with nonzero B)."""
-    model = build_tiny_llama(build_tiny_tokenizer())
+    model = copy.deepcopy(tiny_llama)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
     peft_model = get_peft_model(model, config)
     peft_model.add_adapter("helpful", config)

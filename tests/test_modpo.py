@@ -14,7 +14,6 @@ from synthetic import save_random_adapter
 from mva_core.combine import merge_explicit
 from mva_core.modpo import implicit_reward_margins, sequence_logps
 from mva_core.penalties import PenaltySettings
-from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 from mva_core.value_training import DPOSettings, LoraSettings, train_value_vector
 
 LORA = LoraSettings(r=4, alpha=8)
@@ -22,12 +21,10 @@ DPO = DPOSettings(batch_size=4, learning_rate=1e-2, save_steps=100, epochs=1)
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_tokenizer, tiny_llama, tiny_model_dir):
+    """The shared tiny model as SFT model, a random 'helpful' vector, 8 preference pairs."""
     root = tmp_path_factory.mktemp("modpo")
-    tokenizer = build_tiny_tokenizer()
-    sft = build_tiny_llama(tokenizer)
-    sft.save_pretrained(root / "sft")
-    tokenizer.save_pretrained(root / "sft")
+    tokenizer, sft = tiny_tokenizer, tiny_llama
     config = LoraConfig(r=LORA.r, lora_alpha=LORA.alpha, target_modules=list(LORA.target_modules))
     save_random_adapter(sft, config, root / "helpful", seed=3)
     pairs = pd.DataFrame({
@@ -36,7 +33,7 @@ def setup(tmp_path_factory):
         "chosen": [f"Gladly, {i} is a number." for i in range(8)],
         "rejected": ["No."] * 8,
     })
-    return root, tokenizer, sft, pairs
+    return root, tokenizer, sft, pairs, tiny_model_dir
 
 
 def _batch(tokenizer, n=3):
@@ -56,7 +53,7 @@ def _batch(tokenizer, n=3):
 
 
 def test_margin_is_the_other_values_implicit_reward(setup):
-    root, tokenizer, sft, _ = setup
+    root, tokenizer, sft, _, _ = setup
     model = PeftModel.from_pretrained(copy.deepcopy(sft), root / "helpful", adapter_name="helpful")
     model.add_adapter("default", LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
     model.set_adapter("default")
@@ -73,10 +70,10 @@ def test_margin_is_the_other_values_implicit_reward(setup):
 
 
 def _train(setup, name, margin_weights, target_weight=1.0):
-    root, _, _, pairs = setup
+    root, _, _, pairs, sft_dir = setup
     return train_value_vector(
-        root / "sft", pairs, root / name, frozen_vectors={"helpful": root / "helpful"}, lora=LORA, dpo=DPO,
-        penalty=PenaltySettings(), checkpoint_dir=root / f"{name}.ckpt", threads=2,
+        sft_dir, pairs, root / name, frozen_vectors={"helpful": root / "helpful"}, lora=LORA, dpo=DPO,
+        penalty=PenaltySettings(), checkpoint_dir=root / f"{name}.ckpt", threads=1,
         margin_weights=margin_weights, target_weight=target_weight,
     )
 

@@ -41,20 +41,16 @@ def test_penalty_block_runs_in_fp32_inside_autocast():
             assert (a @ a).dtype == torch.float32
 
 
-def test_bf16_value_vector_keeps_fp32_lora_weights(tmp_path):
+def test_bf16_value_vector_keeps_fp32_lora_weights(tmp_path, tiny_model_dir):
     import pandas as pd
 
     from mva_core.penalties import PenaltySettings
-    from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
     from mva_core.value_training import DPOSettings, LoraSettings, train_value_vector
 
-    tokenizer = build_tiny_tokenizer()
-    build_tiny_llama(tokenizer).save_pretrained(tmp_path / "sft")
-    tokenizer.save_pretrained(tmp_path / "sft")
     pairs = pd.DataFrame({"pair_id": [f"p{i}" for i in range(4)],
                           "prompt": [[{"role": "user", "content": f"Add {i} and {i}."}] for i in range(4)],
                           "chosen": [f"{2 * i}" for i in range(4)], "rejected": ["no"] * 4})
-    out = train_value_vector(tmp_path / "sft", pairs, tmp_path / "vector", frozen_vectors={},
+    out = train_value_vector(tiny_model_dir, pairs, tmp_path / "vector", frozen_vectors={},
                              lora=LoraSettings(r=2, alpha=4), dpo=DPOSettings(batch_size=4, max_length=32),
                              penalty=PenaltySettings(), checkpoint_dir=tmp_path / "ckpt", threads=1,
                              precision=resolve_precision("bfloat16"))
@@ -65,17 +61,14 @@ def test_bf16_value_vector_keeps_fp32_lora_weights(tmp_path):
     assert pd.read_parquet(out / "training_log.parquet")["dpo_loss"].notna().all()
 
 
-def test_attention_kernel_reaches_the_loaded_policy(monkeypatch, tmp_path):
+def test_attention_kernel_reaches_the_loaded_policy(monkeypatch, tiny_model_dir):
     from transformers import AutoModelForCausalLM
-
-    from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert "attn_implementation" not in job_precision({"compute": {"dtype": "float32"}}).model_kwargs()
     eager = job_precision({"compute": {"dtype": "float32", "attn_implementation": "eager"}})
     assert eager.describe()["attn_implementation"] == "eager"
-    build_tiny_llama(build_tiny_tokenizer()).save_pretrained(tmp_path / "policy")
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "policy", **eager.model_kwargs())
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, **eager.model_kwargs())
     assert model.config._attn_implementation == "eager"
     with pytest.raises(ValueError, match="compute.attn_implementation"):
         job_precision({"compute": {"attn_implementation": "flash"}})

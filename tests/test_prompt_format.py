@@ -2,22 +2,23 @@
 of the paper ends an assistant turn with EOS, and generation cuts a reply at the next '\\n\\nHuman:' turn."""
 from __future__ import annotations
 
+import copy
+
 import pandas as pd
 import pytest
 import torch
 
 from mva_core.base_model import HH_STOP, BaseModelSettings, ensure_chat_ready, stop_strings
 from mva_core.generation import GenerationSettings, cut_at_stop, generate_grid
-from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 
 CONVERSATION = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."},
                 {"role": "user", "content": "How are you?"}]
 
 
 @pytest.fixture
-def tiny():
-    tokenizer = build_tiny_tokenizer()
-    return build_tiny_llama(tokenizer).eval(), tokenizer
+def tiny(tiny_llama, tiny_tokenizer):
+    """Copies of the shared tiny model and tokenizer: ensure_chat_ready changes both."""
+    return copy.deepcopy(tiny_llama), copy.deepcopy(tiny_tokenizer)
 
 
 def test_hh_transcript_renders_the_papers_format(tiny):

@@ -8,13 +8,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import snakemake
 from synthetic import write_smoke_data_root
 
 from mva_core.config import ConfigError, validate_config
@@ -222,10 +221,8 @@ def test_evaluation_prompts_rule_reads_only_the_prompt_sources(tmp_path):
     extra = {"data_roots": [str(data_root)],
              "evaluation": {"prompts_per_value": 0, "prompt_sources": [entry(path="eval_prompts.json", n=8)]}}
     (tmp_path / "extra.yaml").write_text(yaml.safe_dump(extra))
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--cores", "1",
-               "--configfile", str(REPO / "config/smoke.yaml"), str(tmp_path / "extra.yaml"),
-               "--directory", str(tmp_path), "results/smoke/evaluation/prompts.parquet"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = snakemake("results/smoke/evaluation/prompts.parquet", "--cores", "1", "--configfile",
+                       str(REPO / "config/smoke.yaml"), str(tmp_path / "extra.yaml"), workdir=tmp_path, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "prepare_value_data" not in result.stdout + result.stderr
     prompts = pd.read_parquet(tmp_path / "results/smoke/evaluation/prompts.parquet")

@@ -56,7 +56,7 @@ def trained(tmp_path_factory, base_dir) -> tuple[Path, RewardModelSettings]:
     tmp = tmp_path_factory.mktemp("rm")
     settings = RewardModelSettings(**FAST)
     pairs = parquet_roundtrip(synthetic_pairs(64, seed=0), tmp / "pairs.parquet")
-    return train_reward_model(base_dir, pairs, tmp / "rm", settings, threads=2), settings
+    return train_reward_model(base_dir, pairs, tmp / "rm", settings, threads=1), settings
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_trained_model_beats_chance_on_held_out_pairs(scorer):
 @pytest.mark.parametrize("input_format", ["hh_transcript", "text_pair"])
 def test_other_formats_train_too(tmp_path, base_dir, input_format):
     settings = RewardModelSettings(input_format=input_format, **FAST)
-    out = train_reward_model(base_dir, synthetic_pairs(64, seed=0), tmp_path / "rm", settings, threads=2)
+    out = train_reward_model(base_dir, synthetic_pairs(64, seed=0), tmp_path / "rm", settings, threads=1)
     assert pairwise_accuracy(RewardScorer.load(out, settings), synthetic_pairs(64, seed=1))["accuracy"] >= 0.8
 
 
@@ -150,18 +150,18 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path, base_dir, monkeyp
 
     monkeypatch.setattr(training, "_save_reward_model", killed)
     with pytest.raises(KeyboardInterrupt):
-        train_reward_model(base_dir, pairs, tmp_path / "rm", settings, checkpoint_dir=ckpt, threads=2)
+        train_reward_model(base_dir, pairs, tmp_path / "rm", settings, checkpoint_dir=ckpt, threads=1)
     assert (ckpt / "checkpoint-3").is_dir() and not (tmp_path / "rm").exists()
     monkeypatch.setattr(training, "_save_reward_model", real_save)
-    again = train_reward_model(base_dir, pairs, tmp_path / "rm", settings, checkpoint_dir=ckpt, threads=2)
+    again = train_reward_model(base_dir, pairs, tmp_path / "rm", settings, checkpoint_dir=ckpt, threads=1)
     assert json.loads((again / "metadata.json").read_text())["resumed_from"].endswith("checkpoint-4")
     assert not ckpt.exists()  # checkpoints are removed once the model is written
     other = replace(settings, learning_rate=1e-3)  # a different run never resumes from these checkpoints
     monkeypatch.setattr(training, "_save_reward_model", killed)
     with pytest.raises(KeyboardInterrupt):
-        train_reward_model(base_dir, pairs, tmp_path / "rm2", settings, checkpoint_dir=ckpt, threads=2)
+        train_reward_model(base_dir, pairs, tmp_path / "rm2", settings, checkpoint_dir=ckpt, threads=1)
     monkeypatch.setattr(training, "_save_reward_model", real_save)
-    fresh = train_reward_model(base_dir, pairs, tmp_path / "rm2", other, checkpoint_dir=ckpt, threads=2)
+    fresh = train_reward_model(base_dir, pairs, tmp_path / "rm2", other, checkpoint_dir=ckpt, threads=1)
     assert json.loads((fresh / "metadata.json").read_text())["resumed_from"] is None
 
 

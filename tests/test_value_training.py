@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pandas as pd
@@ -15,7 +16,6 @@ from mva_core import value_training
 from mva_core.decorrelation import decorrelation_table
 from mva_core.penalties import DecorrelationPenalty, PenaltySettings
 from mva_core.runtime import NonFiniteLossError, resume_point
-from mva_core.tiny import build_tiny_llama, build_tiny_tokenizer
 from mva_core.value_training import (
     DecorrelatedDPOTrainer,
     DPOSettings,
@@ -30,15 +30,13 @@ HSIC = PenaltySettings(kind="hsic", weight=20.0, form="lora_a", sigma=1.0)
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """SFT model dir, a frozen 'helpful' adapter with nonzero B, and 16 synthetic preference pairs."""
+def setup(tmp_path_factory, tiny_llama, tiny_model_dir):
+    """Outputs folder, SFT model dir (the shared tiny model), a frozen 'helpful' adapter with nonzero B, and 16
+    synthetic preference pairs."""
     root = tmp_path_factory.mktemp("value_training")
-    tokenizer = build_tiny_tokenizer()
-    build_tiny_llama(tokenizer).save_pretrained(root / "sft")
-    tokenizer.save_pretrained(root / "sft")
     torch.manual_seed(7)
     frozen = get_peft_model(
-        build_tiny_llama(tokenizer),
+        copy.deepcopy(tiny_llama),
         LoraConfig(r=LORA.r, lora_alpha=LORA.alpha, target_modules=list(LORA.target_modules)),
     )
     with torch.no_grad():
@@ -54,13 +52,13 @@ def setup(tmp_path_factory):
             "rejected": ["I will not tell you."] * 16,
         }
     )
-    return root, pairs
+    return root, pairs, tiny_model_dir
 
 
 def train(setup, name, penalty=HSIC, init_seed=None):
-    root, pairs = setup
+    root, pairs, sft = setup
     return train_value_vector(
-        root / "sft",
+        sft,
         pairs,
         root / name,
         frozen_vectors={"helpful": root / "helpful"},
@@ -68,13 +66,13 @@ def train(setup, name, penalty=HSIC, init_seed=None):
         dpo=DPO,
         penalty=penalty,
         checkpoint_dir=root / f"{name}.ckpt",
-        threads=2,
+        threads=1,
         init_seed=init_seed,
     )
 
 
 def total_hsic(setup, adapter_dir) -> float:
-    root, _ = setup
+    root, _, _ = setup
     table = decorrelation_table({"trained": adapter_dir, "helpful": root / "helpful"})
     return float(table["hsic_lora_a_sigma1"].sum())
 
@@ -86,7 +84,7 @@ def penalised(setup):
 
 
 def test_penalty_lowers_hsic_and_output_is_a_default_only_adapter(setup, penalised):
-    root, pairs = setup
+    root, pairs, sft_dir = setup
     plain = train(setup, "plain", penalty=PenaltySettings(kind="hsic", weight=0.0))
     assert total_hsic(setup, penalised) < 0.7 * total_hsic(setup, plain)  # deterministic: ~0.061 vs ~0.125
 
@@ -94,11 +92,11 @@ def test_penalty_lowers_hsic_and_output_is_a_default_only_adapter(setup, penalis
     assert not (root / "penalised.ckpt").exists()
     keys = load_file(penalised / "adapter_model.safetensors")
     assert len(keys) == 2 * 2 * 4 and all(".default." not in k and ".ref." not in k for k in keys)
-    sft = AutoModelForCausalLM.from_pretrained(root / "sft")
+    sft = AutoModelForCausalLM.from_pretrained(sft_dir)
     loaded = PeftModel.from_pretrained(sft, penalised)
     assert list(loaded.peft_config) == ["default"]
     assert json.loads((penalised / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
-        (root / "sft").resolve())
+        sft_dir.resolve())
 
     log = pd.read_parquet(penalised / "training_log.parquet")
     assert log["step"].tolist() == [1, 2, 3, 4]
@@ -129,7 +127,7 @@ def test_cka_penalty_trains_and_lowers_linear_cka(setup):
     assert log["penalty"].iloc[0] == 0  # B starts at 0, so ΔW = 0 and CKA is 0 before the first step
     assert (log["penalty"].iloc[1:] > 0).all() and log["penalty"].iloc[-1] < log["penalty"].iloc[1]
     assert log["loss"].to_numpy() == pytest.approx((log["dpo_loss"] + cka.weight * log["penalty"]).to_numpy(), rel=1e-4)
-    root, _ = setup
+    root, _, _ = setup
 
     def mean_cka(adapter):
         return decorrelation_table({"trained": adapter, "helpful": root / "helpful"}, draws=2)["cka_linear_delta_w"].mean()
@@ -137,10 +135,10 @@ def test_cka_penalty_trains_and_lowers_linear_cka(setup):
     assert mean_cka(trained) < mean_cka(plain)
 
 
-def test_trainer_freezes_everything_but_default_and_keeps_pair_ids(setup):
-    root, pairs = setup
+def test_trainer_freezes_everything_but_default_and_keeps_pair_ids(setup, tiny_tokenizer):
+    root, pairs, sft_dir = setup
     model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(root / "sft"), LoraConfig(r=4, target_modules=["q_proj"])
+        AutoModelForCausalLM.from_pretrained(sft_dir), LoraConfig(r=4, target_modules=["q_proj"])
     )
     model.load_adapter(str(root / "helpful"), adapter_name="helpful", is_trainable=False)
     model.set_adapter("default")
@@ -165,7 +163,7 @@ def test_trainer_freezes_everything_but_default_and_keeps_pair_ids(setup):
             activation_checkpointing=False,
         ),
         train_dataset=value_training._preference_dataset(pairs),
-        processing_class=build_tiny_tokenizer(),
+        processing_class=tiny_tokenizer,
         data_collator=PreferenceCollator(pad_token_id=0, max_length=64, max_prompt_length=16),
         penalty=HSIC,
         frozen_adapters=["helpful"],
@@ -226,7 +224,7 @@ def test_non_finite_penalty_raises_with_step_and_pair_ids(setup, monkeypatch):
 
 
 def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(setup, penalised, monkeypatch):
-    root, _ = setup
+    root, _, _ = setup
     original_save = DecorrelatedDPOTrainer._save_checkpoint
 
     def save_then_die(self, model, trial):

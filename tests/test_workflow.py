@@ -1,7 +1,9 @@
 """The Snakemake DAG: planned for every shipped config, and the smoke config run for real on tiny data."""
 from __future__ import annotations
 
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -26,9 +28,22 @@ def dry_run(config: Path, workdir: Path, *configfiles: str) -> subprocess.Comple
     return snakemake("-n", "--configfile", str(config), *configfiles, "--config", f"data_roots=['{root}']", workdir=workdir)
 
 
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory):
+    """``dry_run`` of a shipped config, run once per module and config and shared by the tests that read it."""
+    done = {}
+
+    def plan(config: Path) -> subprocess.CompletedProcess:
+        if config not in done:
+            done[config] = dry_run(config, tmp_path_factory.mktemp(f"plan_{config.stem}"))
+        return done[config]
+
+    return plan
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-def test_dry_run_plans_every_stage(config, tmp_path):
-    result = dry_run(config, tmp_path)
+def test_dry_run_plans_every_stage(config, plans):
+    result = plans(config)
     assert result.returncode == 0, result.stderr[-3000:]
     plan = result.stdout + result.stderr
     for rule in ["base_model", "prepare_value_data", "train_value_vector", "decorrelation_table"]:
@@ -40,8 +55,8 @@ def _job_counts(plan: str) -> dict[str, int]:
     return {line.split()[0]: int(line.split()[1]) for line in table.splitlines()[3:] if len(line.split()) == 2}
 
 
-def test_seeds_multiply_training_and_evaluation_but_not_data_or_reward_models(tmp_path):
-    one = dry_run(REPO / "config/smoke.yaml", tmp_path)
+def test_seeds_multiply_training_and_evaluation_but_not_data_or_reward_models(tmp_path, plans):
+    one = plans(REPO / "config/smoke.yaml")
     (tmp_path / "seeds.yaml").write_text("seeds: [1, 2]\n")
     two = dry_run(REPO / "config/smoke.yaml", tmp_path, str(tmp_path / "seeds.yaml"))
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
@@ -77,8 +92,19 @@ def test_a_config_file_stands_alone_and_files_still_layer(tmp_path):
     assert "results/layered/seed_42/value_vectors/mva/positive" in text and "concise" in text
 
 
+def test_the_modules_the_snakefile_imports_load_without_torch():
+    """Snakemake parses the Snakefile at every start (and a dry run is all parsing): rules/common.smk's imports
+    must stay light, so mva_core.base_model imports torch and transformers only where it uses them."""
+    modules = sorted(set(re.findall(r"^from (mva_core\.\w+) import", (REPO / "rules/common.smk").read_text(), re.M)))
+    assert "mva_core.base_model" in modules
+    code = f"import sys; import {', '.join(modules)}; print(sorted({{'torch', 'transformers'}} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr[-2000:]
+
+
 def test_typo_in_config_fails_before_any_job(tmp_path):
-    result = snakemake("-n", "--configfile", str(REPO / "config/smoke.yaml"), "--config", "dpo={'lerning_rate': 1}")
+    result = snakemake("-n", "--configfile", str(REPO / "config/smoke.yaml"), "--config", "dpo={'lerning_rate': 1}",
+                       workdir=tmp_path)
     assert result.returncode != 0
     assert "config key 'dpo'" in result.stdout + result.stderr
     assert "lerning_rate" in result.stdout + result.stderr
