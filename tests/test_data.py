@@ -203,7 +203,7 @@ def test_bad_pku_label(tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("bad.jsonl.gz", b"this is not gzip", r"bad\.jsonl\.gz: cannot read file"),
-    ("trunc.jsonl.gz", gzip.compress(b'{"prompt": "q", "chosen": "a", "rejected": "b"}\n' * 50)[:40],
+    ("trunc.jsonl.gz", gzip.compress(b'{"prompt": "q", "chosen": "a", "rejected": "b"}\n' * 50, mtime=0)[:40],  # stable id
      r"trunc\.jsonl\.gz: cannot read file"),
     ("empty.jsonl", b"", r"empty\.jsonl: no rows"),
     ("empty.json", b"  \n", r"empty\.json: file is empty"),
