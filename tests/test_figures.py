@@ -1,6 +1,5 @@
 """Figures: the files are valid PNG/PDF, and what was drawn (panels, series, their data, labels, legends) is read
 back from the returned Figure."""
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
