@@ -24,21 +24,23 @@ def _conciseness(responses: Sequence[str]) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
-def _vader():
+def _vader_analyzer():
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     return SentimentIntensityAnalyzer()
 
 
+def _vader(responses: Sequence[str], score: Callable[[dict], float]) -> np.ndarray:
+    analyzer = _vader_analyzer()
+    return np.array([score(analyzer.polarity_scores(text)) for text in responses], dtype=float)
+
+
 def _positivity(responses: Sequence[str]) -> np.ndarray:
-    analyzer = _vader()
-    return np.array([analyzer.polarity_scores(text)["compound"] for text in responses], dtype=float)
+    return _vader(responses, lambda polarity: polarity["compound"])
 
 
 def _positive_share(responses: Sequence[str]) -> np.ndarray:
-    analyzer = _vader()
-    scores = [analyzer.polarity_scores(text) for text in responses]
-    return np.array([score["pos"] - score["neg"] for score in scores], dtype=float)
+    return _vader(responses, lambda polarity: polarity["pos"] - polarity["neg"])
 
 
 def _inoffensiveness(responses: Sequence[str]) -> np.ndarray:

@@ -1,5 +1,5 @@
-# Preference data: download files found under no data root (pinned URLs, verified sha256), load each value's sources, drop bad rows
-# (counted), split by prompt hash.
+# Preference data: download files found under no data root (pinned URLs, verified sha256), load each value's
+# sources, drop bad rows (counted), split by prompt hash.
 import re
 
 
