@@ -20,22 +20,11 @@ import pandas as pd
 
 from mva_core.frontier import hypervolumes
 from mva_core.selection import weighting_label
-from mva_core.statistics import ClusterResamples, percentile_interval, verdict
+from mva_core.statistics import ClusterResamples, Estimate, judge, percentile_interval, win_credit
 
 COMPARISON_COLUMNS = ["method_a", "method_b", "metric", "value", "weighting", "estimate", "ci_low", "ci_high",
                       "n_prompts", "n_seeds", "verdict"]
 ALL_WEIGHTINGS = "all"
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A statistic on the full sample and in every resample (first axis of ``boot``)."""
-
-    value: np.ndarray
-    boot: np.ndarray
-
-    def __sub__(self, other: Estimate) -> Estimate:
-        return Estimate(self.value - other.value, self.boot - other.boot)
 
 
 @dataclass(frozen=True)
@@ -55,15 +44,7 @@ class MethodRewards:
 
 def method_rewards(x: np.ndarray, resamples: ClusterResamples) -> MethodRewards:
     """Means of ``x[seed, weighting, value, prompt]`` over seeds and prompts, and their resamples."""
-    return MethodRewards(Estimate(x.mean(axis=(0, -1)), resamples.means(x)))
-
-
-def win_credit(a: np.ndarray, b: np.ndarray, tie_tol: float) -> np.ndarray:
-    """Per-prompt credit of a against b: 1 win, 0.5 tie (|a − b| <= tie_tol), 0 loss."""
-    if tie_tol < 0:
-        raise ValueError(f"tie_tol must be >= 0, got {tie_tol}")
-    diff = a - b
-    return np.where(np.abs(diff) <= tie_tol, 0.5, (diff > 0).astype(float))
+    return MethodRewards(resamples.estimate(x))
 
 
 def _with_average(estimate: Estimate, axis: int = 0) -> Estimate:
@@ -109,10 +90,9 @@ class Comparator:
         return self._win_rates[(a, b)]
 
     def _row(self, a: str, b: str, metric: str, value: str, weighting: str, est: float, boot: np.ndarray) -> dict:
-        low, high = percentile_interval(boot, self.ci, self.n_prompts)
-        return {"method_a": a, "method_b": b, "metric": metric, "value": value, "weighting": weighting,
-                "estimate": float(est), "ci_low": float(low), "ci_high": float(high), "n_prompts": self.n_prompts,
-                "n_seeds": self.n_seeds, "verdict": verdict(low, high)}
+        row = {"method_a": a, "method_b": b, "metric": metric, "value": value, "weighting": weighting,
+               "n_prompts": self.n_prompts, "n_seeds": self.n_seeds, **judge(est, boot, self.ci, self.n_prompts)}
+        return {column: row[column] for column in COMPARISON_COLUMNS}
 
     def compare(self, a: str, b: str) -> list[dict]:
         """Rows of the comparisons table for target ``a`` against ``b``."""
@@ -149,12 +129,11 @@ class Comparator:
                 w = self.labels.index(label)
                 for v, value in enumerate(self.values):
                     cells = credit[:, w, v] if label != ALL_WEIGHTINGS else credit[:, :, v]
-                    low, high = percentile_interval(est.boot[:, w, v], self.ci, self.n_prompts)
+                    judged = judge(est.value[w, v], est.boot[:, w, v], self.ci, self.n_prompts, null=0.5)
                     rows.append({"weighting": label, "target": target, "baseline": other, "value": value,
                                  "wins": int((cells == 1).sum()), "ties": int((cells == 0.5).sum()),
-                                 "losses": int((cells == 0).sum()), "n": int(cells.size), "win_rate": float(est.value[w, v]),
-                                 "ci_low": float(low), "ci_high": float(high),
-                                 "verdict": verdict(low - 0.5, high - 0.5)})
+                                 "losses": int((cells == 0).sum()), "n": int(cells.size),
+                                 "win_rate": judged.pop("estimate"), **judged})
         return pd.DataFrame(rows)
 
     def hypervolume_table(self) -> pd.DataFrame:

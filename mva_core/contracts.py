@@ -58,7 +58,10 @@ MESSAGES = ColumnType("chat messages (lists of {role, content})", lambda dtype: 
 INTEGER = ColumnType("integers", _is_integer_dtype, _is_integer)
 NUMBER = ColumnType("numbers", _is_number_dtype,
                     lambda value: _is_integer(value) or isinstance(value, (float, np.floating)))
+OPTIONAL_NUMBER = ColumnType("numbers or nulls", _is_number_dtype,
+                             lambda value: _is_integer(value) or isinstance(value, (float, np.floating)), nullable=True)
 BOOLEAN = ColumnType("booleans", types.is_bool_dtype, lambda value: isinstance(value, (bool, np.bool_)))
+LAMBDA_PREFIX = "lam_"
 
 
 @dataclass(frozen=True)
@@ -86,13 +89,33 @@ DATA_SUMMARY = TableContract("data summary", {
     "value": TEXT, "source": TEXT, "stage": TEXT, "reason": TEXT, "rows": INTEGER})
 EVALUATION_PROMPTS = TableContract("evaluation prompts", {
     "prompt_id": IDENTIFIER, "prompt": MESSAGES, "origin": TEXT, "category": OPTIONAL_TEXT})
-POINTS = TableContract("λ points", {"point_id": IDENTIFIER, "kind": TEXT, "method": TEXT}, prefixed={"lam_": NUMBER})
+POINTS = TableContract("λ points", {"point_id": IDENTIFIER, "kind": TEXT, "method": TEXT},
+                       prefixed={LAMBDA_PREFIX: NUMBER})
 GENERATIONS = TableContract("generations", {
     "point_id": IDENTIFIER, "prompt_id": IDENTIFIER, "response": TEXT, "n_prompt_tokens": INTEGER,
     "n_response_tokens": INTEGER, "finished": BOOLEAN, "method": TEXT, "dtype": TEXT})
 SCORES = TableContract("scores", {
     "point_id": IDENTIFIER, "prompt_id": IDENTIFIER, "method": TEXT, "value": TEXT, "reward": NUMBER,
     "seed": INTEGER, "rm_batch_size": INTEGER, "rm_dtype": TEXT})
+TRAINING_LOG = TableContract("training log", {"step": NUMBER, "dpo_loss": OPTIONAL_NUMBER, "penalty": OPTIONAL_NUMBER})
+
+# Evaluation tables (``tables/<name>.parquet``), written by the frontiers stage and read by the figures stage.
+MEAN_REWARDS = TableContract("mean rewards", {
+    "method": TEXT, "point_id": IDENTIFIER, "value": TEXT, "mean": NUMBER, "ci_low": NUMBER, "ci_high": NUMBER})
+WIN_RATES = TableContract("win-rate", {
+    "weighting": TEXT, "target": TEXT, "baseline": TEXT, "value": TEXT, "win_rate": NUMBER, "ci_low": NUMBER,
+    "ci_high": NUMBER, "verdict": TEXT})
+EFFICACY = TableContract("efficacy", {
+    "method": TEXT, "value": TEXT, "lambda": NUMBER, "estimate": NUMBER, "ci_low": NUMBER, "ci_high": NUMBER,
+    "verdict": TEXT, "spearman": OPTIONAL_NUMBER})
+SENSITIVITY = TableContract("sensitivity", {
+    "weight": NUMBER, "series": TEXT, "hypervolume": NUMBER, "hv_ci_low": NUMBER, "hv_ci_high": NUMBER,
+    "hsic_lora_a_sigma1": OPTIONAL_NUMBER})
+
+
+def lam_columns(points: pd.DataFrame) -> list[str]:
+    """The ``lam_<value>`` columns of a points table."""
+    return [c for c in points.columns if str(c).startswith(LAMBDA_PREFIX)]
 
 
 def validate_table(df: pd.DataFrame, contract: TableContract, path: str | os.PathLike | None = None) -> pd.DataFrame:

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mva_core.frontier import lam_columns
-from mva_core.selection import SeededRewards
-from mva_core.statistics import ClusterResamples, percentile_interval, verdict
+from mva_core.contracts import lam_columns
+from mva_core.rewards import SeededRewards
+from mva_core.statistics import ClusterResamples, judge
 
 EFFECT_COLUMNS = ["estimate", "ci_low", "ci_high", "n_prompts", "n_seeds", "verdict"]
 
@@ -46,13 +46,12 @@ class EffectEstimator:
         """Rewards (seeds, prompts) of one point on one value."""
         return self.test.rewards[:, self.test.keys.get_loc((method, point_id)), self.test.values.index(value)]
 
-    def row(self, diff: np.ndarray, sign: float = 1.0) -> dict:
-        """Estimate and CI of the mean of ``diff`` (seeds, prompts); the verdict of sign × the difference."""
+    def row(self, diff: np.ndarray, direction: int = 1) -> dict:
+        """Estimate and CI of the mean of the paired difference ``diff`` (seeds, prompts); the verdict with the claimed
+        ``direction`` (+1: above 0, -1: below)."""
         boot = self.resamples.means(diff[:, None, :])[:, 0]
-        low, high = percentile_interval(boot, self.ci, diff.shape[-1])
-        return {"estimate": float(diff.mean()), "ci_low": float(low), "ci_high": float(high),
-                "n_prompts": diff.shape[-1], "n_seeds": diff.shape[0],
-                "verdict": verdict(*sorted((sign * low, sign * high)))}
+        return {"n_prompts": diff.shape[-1], "n_seeds": diff.shape[0],
+                **judge(diff.mean(), boot, self.ci, diff.shape[-1], direction=direction)}
 
 
 def efficacy_table(estimator: EffectEstimator, points: pd.DataFrame, values: Sequence[str]) -> pd.DataFrame:
@@ -90,7 +89,7 @@ def interference_table(estimator: EffectEstimator, points: pd.DataFrame, values:
                 if i != j and alone in lam_points and both in lam_points:
                     diffs[(method, u, v)] = (estimator.rewards(method, lam_points[both], u)
                                              - estimator.rewards(method, lam_points[alone], u))
-    rows = [{"method": m, "value_u": u, "value_v": v, "claim": "adding v lowers u", **estimator.row(d, sign=-1.0)}
+    rows = [{"method": m, "value_u": u, "value_v": v, "claim": "adding v lowers u", **estimator.row(d, direction=-1)}
             for (m, u, v), d in diffs.items()]
     for baseline in baselines:
         for (m, u, v), d in diffs.items():

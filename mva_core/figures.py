@@ -17,16 +17,19 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from mva_core.artifacts import atomic_file
-from mva_core.frontier import (
-    KEY,
-    attach_points,
-    check_columns,
+from mva_core.contracts import (
+    EFFICACY,
+    NUMBER,
+    SENSITIVITY,
+    TRAINING_LOG,
+    WIN_RATES,
+    TableContract,
     lam_columns,
-    value_columns,
+    validate_table,
 )
+from mva_core.rewards import CI_SUFFIXES, KEY, attach_points, value_columns
 
 FORMATS = ("png", "pdf")
-LOG_COLUMNS = ["step", "dpo_loss", "penalty"]
 
 
 class FigurePaths(list):
@@ -56,7 +59,7 @@ def _color(i: int) -> tuple[float, ...]:
 
 def _yerr(table: pd.DataFrame, value: str) -> np.ndarray:
     """Asymmetric error-bar array (2, n) from ``<value>_ci_low/_ci_high`` columns."""
-    check_columns(table, [f"{value}_ci_low", f"{value}_ci_high"], "means_wide (for error bars)")
+    validate_table(table, TableContract("means_wide (for error bars)", {f"{value}{s}": NUMBER for s in CI_SUFFIXES}))
     return np.vstack([table[value] - table[f"{value}_ci_low"], table[f"{value}_ci_high"] - table[value]])
 
 
@@ -140,7 +143,7 @@ def _percent_grid(part: pd.DataFrame, column: str, baselines: list[str], values:
 
 def plot_win_rates(win_table: pd.DataFrame, path_stem: str | os.PathLike, title: str | None = None) -> FigurePaths:
     """Fig. 3: target's win rate (%) per value and baseline with CI error bars; one panel per weighting."""
-    check_columns(win_table, ["weighting", "baseline", "value", "win_rate", "ci_low", "ci_high"], "win-rate")
+    validate_table(win_table, WIN_RATES.only("weighting", "baseline", "value", "win_rate", "ci_low", "ci_high"))
     if win_table.empty:
         raise ValueError("win-rate table is empty")
     weightings = list(dict.fromkeys(win_table["weighting"]))
@@ -234,7 +237,7 @@ def plot_training_curves(logs: Mapping[str, pd.DataFrame], path_stem: str | os.P
     if not logs:
         raise ValueError("no training logs given")
     for label, log in logs.items():
-        check_columns(log, LOG_COLUMNS, f"training log {label!r}")
+        validate_table(log, TRAINING_LOG, repr(label))
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)
     for i, (label, log) in enumerate(logs.items()):
@@ -252,7 +255,7 @@ def plot_training_curves(logs: Mapping[str, pd.DataFrame], path_stem: str | os.P
 
 def plot_sensitivity(table: pd.DataFrame, path_stem: str | os.PathLike) -> FigurePaths:
     """Hypervolume (with CI) and measured HSIC against the penalty weight, one line per (form, sigma)."""
-    check_columns(table, ["weight", "series", "hypervolume", "hv_ci_low", "hv_ci_high", "hsic_lora_a_sigma1"], "sensitivity")
+    validate_table(table, SENSITIVITY)
     fig = Figure(figsize=(10.0, 4.2), layout="constrained")
     hv_ax, hsic_ax = fig.subplots(1, 2)
     for i, (series, part) in enumerate(table.sort_values("weight").groupby("series", sort=True)):
@@ -272,7 +275,7 @@ def plot_sensitivity(table: pd.DataFrame, path_stem: str | os.PathLike) -> Figur
 
 def plot_efficacy(efficacy: pd.DataFrame, path_stem: str | os.PathLike) -> FigurePaths:
     """Own reward minus SFT's along each value vector's λ line, with CIs: one panel per value, a line per method."""
-    check_columns(efficacy, ["method", "value", "lambda", "estimate", "ci_low", "ci_high"], "efficacy")
+    validate_table(efficacy, EFFICACY.only("method", "value", "lambda", "estimate", "ci_low", "ci_high"))
     values = list(dict.fromkeys(efficacy["value"]))
     fig = Figure(figsize=(4.2 * len(values), 3.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(values), squeeze=False)[0])

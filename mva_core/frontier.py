@@ -1,106 +1,16 @@
-"""Score tables as dense reward arrays, Pareto frontiers and exact dominated hypervolume (maximisation).
+"""Pareto frontiers and exact dominated hypervolume (maximisation), and the hypervolume's reference point.
 
-Intervals and comparisons live in ``mva_core.statistics`` and ``mva_core.comparisons``.
+Score tables become arrays in ``mva_core.rewards``; intervals and verdicts live in ``mva_core.statistics``.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-KEY = ["method", "point_id"]
-SCORE_COLUMNS = ["method", "point_id", "prompt_id", "value", "reward"]
-CI_SUFFIXES = ("_ci_low", "_ci_high")
-
-
-@dataclass(frozen=True)
-class RewardTensor:
-    """Long scores as a dense array ``rewards[point, value, prompt]``; points sorted by (method, point_id)."""
-
-    keys: pd.MultiIndex
-    values: tuple[str, ...]
-    prompts: tuple[str, ...]
-    rewards: np.ndarray
-
-    def row(self, method: str, point_id: str) -> int:
-        """Row index of a (method, point_id) key."""
-        try:
-            return self.keys.get_loc((method, point_id))
-        except KeyError:
-            raise KeyError(f"no scores for method={method!r} point_id={point_id!r}") from None
-
-    def means(self) -> np.ndarray:
-        """Mean reward over prompts, shape (points, values)."""
-        return self.rewards.mean(axis=-1)
-
-def check_columns(df: pd.DataFrame, required: Sequence[str], name: str) -> None:
-    """Raise naming the ``name`` table and its missing columns."""
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise ValueError(f"{name} table lacks columns {missing}; has {list(df.columns)}")
-
-
-def reward_tensor(scores: pd.DataFrame) -> RewardTensor:
-    """Pivot the long score table; every (method, point_id) must be scored on every (value, prompt) exactly once."""
-    check_columns(scores, SCORE_COLUMNS, "scores")
-    if scores.empty:
-        raise ValueError("scores table is empty")
-    bad = ~np.isfinite(scores["reward"].to_numpy(dtype=float))
-    if bad.any():
-        raise ValueError(f"non-finite reward in scores row {scores[bad].iloc[0].to_dict()}")
-    cols = ["method", "point_id", "value", "prompt_id"]
-    dup = scores.duplicated(cols)
-    if dup.any():
-        raise ValueError(f"duplicate score for {scores.loc[dup, cols].iloc[0].to_dict()}")
-    keys = pd.MultiIndex.from_frame(scores[KEY].drop_duplicates().astype(str)).sort_values()
-    values = tuple(sorted(scores["value"].astype(str).unique()))
-    prompts = tuple(sorted(scores["prompt_id"].astype(str).unique()))
-    rewards = np.full((len(keys), len(values), len(prompts)), np.nan)
-    k = keys.get_indexer(pd.MultiIndex.from_frame(scores[KEY].astype(str)))
-    v = pd.Index(values).get_indexer(scores["value"].astype(str))
-    p = pd.Index(prompts).get_indexer(scores["prompt_id"].astype(str))
-    rewards[k, v, p] = scores["reward"].to_numpy(dtype=float)
-    if np.isnan(rewards).any():
-        ki, vi, pi = np.argwhere(np.isnan(rewards))[0]
-        raise ValueError(
-            f"scores incomplete: {np.isnan(rewards).sum()} missing, e.g. method={keys[ki][0]!r} "
-            f"point_id={keys[ki][1]!r} value={values[vi]!r} prompt_id={prompts[pi]!r}"
-        )
-    return RewardTensor(keys, values, prompts, rewards)
-
-
-def wide_means(means: pd.DataFrame, with_ci: bool = False) -> pd.DataFrame:
-    """Index (method, point_id), one mean column per value; ``with_ci`` adds ``<value>_ci_low/_ci_high``."""
-    check_columns(means, KEY + ["value", "mean"] + (["ci_low", "ci_high"] if with_ci else []), "means")
-    wide = means.pivot(index=KEY, columns="value", values="mean")
-    if with_ci:
-        for bound in ("ci_low", "ci_high"):
-            part = means.pivot(index=KEY, columns="value", values=bound)
-            wide = wide.join(part.add_suffix(f"_{bound}"))
-    wide.columns.name = None
-    return wide
-
-
-def value_columns(wide: pd.DataFrame) -> list[str]:
-    """The value (mean) columns of a wide table, i.e. all but the CI columns."""
-    return [c for c in wide.columns if not str(c).endswith(CI_SUFFIXES)]
-
-
-def lam_columns(points: pd.DataFrame) -> list[str]:
-    """The ``lam_<value>`` columns of a points table."""
-    return [c for c in points.columns if str(c).startswith("lam_")]
-
-
-def attach_points(wide: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
-    """``wide`` as columns (method, point_id, values...) joined with each point's kind and ``lam_*`` columns."""
-    check_columns(points, KEY + ["kind"], "points")
-    info = points[KEY + ["kind"] + lam_columns(points)].astype({"method": str, "point_id": str})
-    table = wide.reset_index().merge(info, on=KEY, how="left", validate="one_to_one")
-    if table["kind"].isna().any():
-        raise ValueError(f"point {table.loc[table['kind'].isna(), KEY].iloc[0].to_dict()} is missing from points")
-    return table
+from mva_core.contracts import POINTS, validate_table
+from mva_core.rewards import KEY, value_columns
 
 
 def _as_matrix(points: np.ndarray) -> np.ndarray:
@@ -191,7 +101,7 @@ def reference_point(
         if how == "sft":
             if points is None:
                 raise ValueError("reference 'sft' needs the points table")
-            check_columns(points, KEY + ["kind"], "points")
+            validate_table(points, POINTS.only(*KEY, "kind"))
             sft = points.loc[points["kind"] == "sft", KEY].astype(str)
             rows = wide.index.intersection(pd.MultiIndex.from_frame(sft))
             if len(rows) == 0:
@@ -206,24 +116,3 @@ def reference_point(
     if ref.shape != (len(values),):
         raise ValueError(f"explicit reference {list(how)} has {ref.size} entries, expected one per value {values}")
     return ref
-
-
-def _cell(x: object, floatfmt: str) -> str:
-    if isinstance(x, (float, np.floating)):
-        text = format(x, floatfmt)
-    elif isinstance(x, (list, tuple, np.ndarray)):
-        text = ", ".join(str(i) for i in x)
-    else:
-        text = str(x)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    """GitHub pipe table of ``df`` (a non-default index is written as leading columns)."""
-    if not isinstance(df.index, pd.RangeIndex):
-        df = df.reset_index()
-    header = [str(c) for c in df.columns]
-    body = [[_cell(x, floatfmt) for x in row] for row in df.itertuples(index=False)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines) + "\n"

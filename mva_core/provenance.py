@@ -14,7 +14,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from mva_core.artifacts import PROVENANCE_FILE, config_hash, file_sha256, library_versions, read_provenance
+from mva_core.markdown import to_markdown
 from mva_core.precision import job_precision
 
 
@@ -75,11 +78,11 @@ def provenance_markdown(record: Mapping[str, Any], data_records: Iterable[Mappin
              f"Config hash `{record['config_hash']}`, seed {record['seed']}. Every Parquet file of the run carries its "
              "job's record (rule, seed, config and settings hashes, input sha256, library versions) in its footer, "
              "every model/adapter directory in provenance.json; print one with `python -m mva_core.provenance <path>`.",
-             "", "| library | version |", "|---|---|"]
-    lines += [f"| {name} | {version} |" for name, version in record["library_versions"].items()]
-    lines += ["", "| data source | sha256 |", "|---|---|"]
-    lines += [f"| {path} | `{digest}` |" for path, digest in data_source_hashes(data_records).items()]
-    return "\n".join(lines) + "\n"
+             ""]
+    libraries = pd.DataFrame(list(record["library_versions"].items()), columns=["library", "version"])
+    sources = pd.DataFrame([(path, f"`{digest}`") for path, digest in data_source_hashes(data_records).items()],
+                           columns=["data source", "sha256"])
+    return "\n".join(lines) + "\n" + to_markdown(libraries) + "\n" + to_markdown(sources)
 
 
 def main(paths: list[str]) -> int:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from mva_core.comparisons import ALL_WEIGHTINGS, Comparator
 from mva_core.decorrelation import MEASURES
@@ -22,19 +21,18 @@ from mva_core.figures import (
     plot_training_curves,
     plot_win_rates,
 )
-from mva_core.frontier import KEY, pareto_mask, reference_point, wide_means
+from mva_core.frontier import pareto_mask, reference_point
+from mva_core.rewards import KEY, SeededRewards, seeded_rewards, wide_means
 from mva_core.selection import (
     SELECTION,
     TEST,
-    SeededRewards,
-    seeded_rewards,
     select_held_out,
     selected_test_rewards,
     selection_weightings,
     split_prompts,
     weighting_label,
 )
-from mva_core.statistics import ClusterResamples, cluster_resamples, percentile_interval
+from mva_core.statistics import ClusterResamples, cluster_resamples, percentile_interval, t_interval
 
 
 @dataclass
@@ -90,10 +88,9 @@ def hypervolume_by_seed(comparator: Comparator, seeds: Sequence[str], ci: float)
     for method in comparator.selected:
         per_seed = [comparator.seed_hypervolume(method, s) for s in range(len(seeds))]
         rows += [{"method": method, "seed": seed, "hypervolume": hv} for seed, hv in zip(seeds, per_seed)]
-        n, mean = len(per_seed), float(np.mean(per_seed))
-        half = float(stats.t.ppf(0.5 + ci / 2, n - 1) * np.std(per_seed, ddof=1) / np.sqrt(n)) if n > 1 else np.nan
-        rows.append({"method": method, "seed": "all", "hypervolume": mean, "ci_low": mean - half,
-                     "ci_high": mean + half, "n_seeds": n})
+        mean, low, high = t_interval(per_seed, ci)
+        rows.append({"method": method, "seed": "all", "hypervolume": mean, "ci_low": low, "ci_high": high,
+                     "n_seeds": len(per_seed)})
     return pd.DataFrame(rows)
 
 

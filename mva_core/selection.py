@@ -9,52 +9,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from mva_core.frontier import KEY, check_columns, lam_columns, reward_tensor
+from mva_core.contracts import EVALUATION_PROMPTS, POINTS, lam_columns, validate_table
+from mva_core.rewards import KEY, SeededRewards
 
 SELECTION, TEST = "selection", "test"
-
-
-@dataclass(frozen=True)
-class SeededRewards:
-    """Scores as ``rewards[seed, point, value, prompt]``; points sorted by (method, point_id)."""
-
-    seeds: tuple[str, ...]
-    keys: pd.MultiIndex
-    values: tuple[str, ...]
-    prompts: tuple[str, ...]
-    rewards: np.ndarray
-
-    def prompt_subset(self, prompt_ids: Sequence[str]) -> SeededRewards:
-        """The same rewards restricted to ``prompt_ids`` (in that order)."""
-        index = pd.Index(self.prompts).get_indexer(list(prompt_ids))
-        if (index < 0).any():
-            missing = [p for p, i in zip(prompt_ids, index) if i < 0]
-            raise ValueError(f"{len(missing)} prompts have no scores, e.g. prompt_id={missing[0]!r}")
-        return SeededRewards(self.seeds, self.keys, self.values, tuple(prompt_ids), self.rewards[..., index])
-
-    def method_rows(self, method: str) -> np.ndarray:
-        return np.flatnonzero(self.keys.get_level_values("method") == method)
-
-
-def seeded_rewards(scores: pd.DataFrame) -> SeededRewards:
-    """Pivot a long score table (a ``seed`` column is optional) into :class:`SeededRewards`.
-
-    Every training seed must score the same points on the same prompts.
-    """
-    if "seed" not in scores.columns:
-        scores = scores.assign(seed=0)
-    tensors = {str(seed): reward_tensor(part) for seed, part in scores.groupby("seed", sort=True)}
-    first_seed, first = next(iter(tensors.items()))
-    for seed, tensor in tensors.items():
-        if not (tensor.keys.equals(first.keys) and tensor.prompts == first.prompts and tensor.values == first.values):
-            raise ValueError(f"training seed {seed} scores other points, prompts or values than seed {first_seed}")
-    return SeededRewards(tuple(tensors), first.keys, first.values, first.prompts,
-                         np.stack([t.rewards for t in tensors.values()]))
 
 
 def split_prompts(prompts: pd.DataFrame, fraction: float) -> pd.DataFrame:
@@ -64,7 +26,7 @@ def split_prompts(prompts: pd.DataFrame, fraction: float) -> pd.DataFrame:
     hash of the conversation) and the first round(fraction·n) go to selection, so the split is deterministic,
     independent of file order and balanced across origins.
     """
-    check_columns(prompts, ["prompt_id"], "prompts")
+    validate_table(prompts, EVALUATION_PROMPTS.only("prompt_id"))
     if not 0 < fraction < 1:
         raise ValueError(f"evaluation.selection_fraction must be in (0, 1), got {fraction}")
     table = prompts.copy()
@@ -123,7 +85,7 @@ def select_held_out(rewards: SeededRewards, points: pd.DataFrame,
     Pass the selection prompts only. Ties go to the smallest point_id. Returns columns seed, weighting,
     ``w_<value>``, method, point_id, kind, selection_score and the point's ``lam_*`` columns.
     """
-    check_columns(points, KEY + ["kind"], "points")
+    validate_table(points, POINTS.only(*KEY, "kind"))
     info = points.astype({"method": str, "point_id": str}).set_index(KEY)
     weights = np.array([[w.get(v, 0.0) for v in rewards.values] for w in weightings])
     labels = [weighting_label(w) for w in weightings]

@@ -1,12 +1,15 @@
-"""Paired cluster bootstrap, percentile intervals, three-way verdicts and evaluator checks.
+"""All of the run's inference: paired cluster bootstrap, paired differences, intervals, three-way verdicts and
+evaluator checks. Frontiers, win rates, efficacy, interference and comparisons all use these and nothing else.
 
 One resample draws evaluation prompts with replacement; every training seed's answers to a drawn prompt come
 along (prompts are the cluster). With two or more training seeds the seeds are drawn with replacement too (a
 crossed two-stage resample), so intervals also cover training randomness. The same resamples serve every method
-and every metric of a run, so a difference between two methods is computed inside each resample (paired).
+and every metric of a run, so a difference between two methods is computed inside each resample (paired:
+``Estimate.__sub__``).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +17,18 @@ from scipy import stats
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 BETTER_THAN_CHANCE, AT_CHANCE = "better than chance", "not distinguishable from chance"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic on the full sample (``value``) and in every resample (first axis of ``boot``)."""
+
+    value: np.ndarray
+    boot: np.ndarray
+
+    def __sub__(self, other: Estimate) -> Estimate:
+        """The paired difference: taken on the full sample and inside each shared resample."""
+        return Estimate(self.value - other.value, self.boot - other.boot)
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,10 @@ class ClusterResamples:
         over_prompts = over_prompts.reshape(n_seeds, -1, self.n_boot)
         out = np.einsum("sib,bs->bi", over_prompts, self.seed_counts) / n_seeds
         return out.reshape(self.n_boot, *x.shape[1:-1])
+
+    def estimate(self, x: np.ndarray) -> Estimate:
+        """Mean of ``x`` (n_seeds, ..., n_prompts) over seeds and prompts: value shape (...), boot (n_boot, ...)."""
+        return Estimate(x.mean(axis=(0, -1)), self.means(x))
 
 
 def _counts(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
@@ -77,13 +96,38 @@ def percentile_interval(boot: np.ndarray, ci: float, n_clusters: int | None = No
     return low, high
 
 
-def verdict(ci_low: float, ci_high: float) -> str:
-    """'supported' when the interval excludes 0 on the claimed (positive) side, 'contradicted' on the other."""
-    if ci_low > 0:
-        return SUPPORTED
-    if ci_high < 0:
-        return CONTRADICTED
+def verdict(ci_low: float, ci_high: float, null: float = 0.0, direction: int = 1) -> str:
+    """'supported' when the interval excludes ``null`` on the claimed side (above it for ``direction`` +1, below it
+    for -1), 'contradicted' when it excludes it on the other side, else 'inconclusive'."""
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be +1 or -1, got {direction}")
+    above, below = ci_low > null, ci_high < null
+    if above or below:
+        return SUPPORTED if above == (direction == 1) else CONTRADICTED
     return INCONCLUSIVE
+
+
+def judge(estimate: float, boot: np.ndarray, ci: float, n_clusters: int, null: float = 0.0,
+          direction: int = 1) -> dict[str, float | str]:
+    """``estimate``, the expanded percentile interval of its resamples ``boot`` and the verdict against ``null``."""
+    low, high = percentile_interval(boot, ci, n_clusters)
+    return {"estimate": float(estimate), "ci_low": float(low), "ci_high": float(high),
+            "verdict": verdict(low, high, null, direction)}
+
+
+def t_interval(samples: Sequence[float], ci: float) -> tuple[float, float, float]:
+    """Mean of a few independent ``samples`` (e.g. one per training seed) with a Student-t interval (NaN with one)."""
+    n, mean = len(samples), float(np.mean(samples))
+    half = float(stats.t.ppf(0.5 + ci / 2, n - 1) * np.std(samples, ddof=1) / np.sqrt(n)) if n > 1 else np.nan
+    return mean, mean - half, mean + half
+
+
+def win_credit(a: np.ndarray, b: np.ndarray, tie_tol: float) -> np.ndarray:
+    """Per-prompt credit of a against b: 1 win, 0.5 tie (|a − b| <= tie_tol), 0 loss."""
+    if tie_tol < 0:
+        raise ValueError(f"tie_tol must be >= 0, got {tie_tol}")
+    diff = a - b
+    return np.where(np.abs(diff) <= tie_tol, 0.5, (diff > 0).astype(float))
 
 
 def accuracy_check(correct: int, n: int, ci: float = 0.95) -> dict[str, float | int | str]:

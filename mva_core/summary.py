@@ -12,7 +12,7 @@ import pandas as pd
 
 from mva_core.comparisons import ALL_WEIGHTINGS
 from mva_core.decorrelation import MEASURES, uninformative_share
-from mva_core.frontier import to_markdown
+from mva_core.markdown import to_markdown
 from mva_core.statistics import AT_CHANCE, SUPPORTED
 
 PAPER_CLAIMS = {

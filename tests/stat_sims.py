@@ -9,8 +9,8 @@ from scipy import stats
 
 from mva_core.comparisons import ALL_WEIGHTINGS, Comparator
 from mva_core.frontier import hypervolumes
+from mva_core.rewards import SeededRewards
 from mva_core.selection import (
-    SeededRewards,
     select_held_out,
     selected_test_rewards,
     selection_weightings,

@@ -1,5 +1,5 @@
-"""Paired cluster bootstrap, verdicts, evaluator checks and the comparisons table, with calibration against
-simulated evaluations whose true rewards are known (tests/stat_sims.py)."""
+"""The comparisons and win-rate tables, with calibration against simulated evaluations whose true rewards are known
+(tests/stat_sims.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,42 +8,7 @@ import pytest
 from stat_sims import frontier_means, run_comparison, simulate, true_differences
 
 from mva_core.comparisons import ALL_WEIGHTINGS, COMPARISON_COLUMNS, Comparator
-from mva_core.statistics import (
-    AT_CHANCE,
-    BETTER_THAN_CHANCE,
-    accuracy_check,
-    cluster_resamples,
-    percentile_interval,
-    verdict,
-)
-
-
-def test_resamples_draw_prompts_and_seeds():
-    one = cluster_resamples(n_prompts=5, n_seeds=1, n_boot=100, seed=0)
-    assert (one.prompt_counts.sum(axis=1) == 5).all() and (one.seed_counts == 1).all() and not one.resamples_seeds
-    two = cluster_resamples(n_prompts=5, n_seeds=3, n_boot=100, seed=0)
-    assert (two.seed_counts.sum(axis=1) == 3).all() and two.seed_counts.std() > 0 and two.resamples_seeds
-    x = np.random.default_rng(1).normal(size=(3, 2, 5))  # seeds, inner, prompts
-    expected = np.einsum("bs,sip,bp->bi", two.seed_counts, x, two.prompt_counts) / 15
-    assert two.means(x) == pytest.approx(expected)
-    with pytest.raises(ValueError, match="seeds x"):
-        two.means(x[:2])
-
-
-def test_verdicts_and_expanded_interval():
-    assert [verdict(0.1, 1), verdict(-1, -0.1), verdict(-1, 1), verdict(0, 1)] == [
-        "supported", "contradicted", "inconclusive", "inconclusive"]
-    boot = np.random.default_rng(0).normal(size=20000)
-    plain, expanded = percentile_interval(boot, 0.95), percentile_interval(boot, 0.95, n_clusters=12)
-    assert plain[1] == pytest.approx(1.96, abs=0.05)
-    assert expanded[1] == pytest.approx(np.sqrt(12 / 11) * 2.201, abs=0.06)  # sqrt(n/(n-1)) * t_{11, 0.975}
-
-
-def test_accuracy_check_against_chance():
-    chance = accuracy_check(34, 64)  # the embedded default's helpful reward model before this check existed
-    assert chance["check"] == AT_CHANCE and chance["ci_low"] == pytest.approx(0.40, abs=0.01)
-    assert chance["ci_high"] == pytest.approx(0.66, abs=0.01)
-    assert accuracy_check(50, 64)["check"] == BETTER_THAN_CHANCE
+from mva_core.statistics import cluster_resamples
 
 
 def hand_comparator(tie_tol=0.0):

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from mva_core.effects import EffectEstimator, efficacy_table, interference_table
-from mva_core.selection import seeded_rewards
+from mva_core.rewards import seeded_rewards
 from mva_core.statistics import cluster_resamples
 
 VALUES = ["u", "v"]  # training order

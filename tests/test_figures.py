@@ -16,8 +16,8 @@ from mva_core.figures import (
     plot_training_curves,
     plot_win_rates,
 )
-from mva_core.frontier import wide_means
 from mva_core.reporting import build_tables
+from mva_core.rewards import wide_means
 
 LAMS = [0.0, 0.5, 1.0]
 

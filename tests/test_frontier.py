@@ -4,28 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mva_core.frontier import (
-    hypervolume,
-    hypervolumes,
-    pareto_mask,
-    reference_point,
-    reward_tensor,
-    to_markdown,
-    wide_means,
-)
-
-VALUES = ["harmless", "helpful"]
-
-
-def long_scores(rewards: dict[tuple[str, str], np.ndarray]) -> pd.DataFrame:
-    """Long score table from {(method, point_id): array (n_values, n_prompts)} over VALUES."""
-    rows = [
-        (m, p, f"q{j}", v, float(arr[i, j]))
-        for (m, p), arr in rewards.items()
-        for i, v in enumerate(VALUES)
-        for j in range(arr.shape[1])
-    ]
-    return pd.DataFrame(rows, columns=["method", "point_id", "prompt_id", "value", "reward"])
+from mva_core.frontier import hypervolume, hypervolumes, pareto_mask, reference_point
 
 
 def points_table(keys_kinds: dict[tuple[str, str], str]) -> pd.DataFrame:
@@ -110,23 +89,7 @@ def test_batched_hypervolumes_equal_the_exact_loop():
         np.testing.assert_allclose(hypervolumes(sets, np.full(k, -0.5)), expected, rtol=1e-12)
 
 
-# --- scores and tables -----------------------------------------------------------------------------------
-
-def test_reward_tensor_names_missing_and_duplicate_scores():
-    scores = long_scores({("m", "p0"): np.zeros((2, 3)), ("m", "p1"): np.zeros((2, 3))})
-    with pytest.raises(ValueError, match="point_id='p1'"):
-        reward_tensor(scores.iloc[:-1])
-    with pytest.raises(ValueError, match="duplicate"):
-        reward_tensor(pd.concat([scores, scores.iloc[:1]]))
-
-
-def test_wide_means_layout():
-    means = pd.DataFrame({"method": ["m"] * 4, "point_id": ["p0", "p0", "p1", "p1"], "value": VALUES * 2,
-                          "mean": [1.0, 1.0, 0.0, 0.0], "ci_low": 0.0, "ci_high": 2.0})
-    wide = wide_means(means)
-    assert list(wide.columns) == VALUES and wide.loc[("m", "p0"), "helpful"] == 1
-    assert "helpful_ci_low" in wide_means(means, with_ci=True).columns
-
+# --- reference point -------------------------------------------------------------------------------
 
 def test_reference_point_modes():
     wide = pd.DataFrame(
@@ -141,12 +104,3 @@ def test_reference_point_modes():
         reference_point(wide, [1, 2, 3])
     with pytest.raises(ValueError, match="kind == 'sft'"):
         reference_point(wide, "sft", points.assign(kind="grid"))
-
-
-def test_to_markdown_pipe_table():
-    df = pd.DataFrame({"method": ["a|b", "c"], "hv": [1.23456, 2.0], "ids": [["p1", "p2"], []]})
-    lines = to_markdown(df).splitlines()
-    assert lines[0] == "| method | hv | ids |"
-    assert lines[1] == "|---|---|---|"
-    assert lines[2] == "| a\\|b | 1.235 | p1, p2 |"
-    assert len(lines) == 4

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mva_core.rewards import seeded_rewards
 from mva_core.selection import (
     SELECTION,
     TEST,
-    seeded_rewards,
     select_held_out,
     selected_test_rewards,
     selection_weightings,

@@ -3,7 +3,7 @@ import pandas as pd
 
 from mva_core.artifacts import write_text
 from mva_core.contracts import DATA_SUMMARY, read_table, write_table
-from mva_core.frontier import to_markdown
+from mva_core.markdown import to_markdown
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake):
