@@ -1,5 +1,6 @@
 """All of the run's inference: paired cluster bootstrap, paired differences, intervals, three-way verdicts and
-evaluator checks. Frontiers, win rates, efficacy, interference and comparisons all use these and nothing else.
+evaluator checks. Point means, hypervolumes, win rates, efficacy, interference and comparisons get their intervals
+and verdicts here and nowhere else.
 
 One resample draws evaluation prompts with replacement; every training seed's answers to a drawn prompt come
 along (prompts are the cluster). With two or more training seeds the seeds are drawn with replacement too (a
