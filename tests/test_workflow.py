@@ -67,6 +67,15 @@ def test_seeds_multiply_training_and_evaluation_but_not_data_or_reward_models(tm
         assert double[rule] == single[rule], rule
 
 
+def test_methods_sharing_vectors_share_one_decorrelation_job(plans):
+    """soup, single and expo are all evaluated with the independent vectors: one table for the three of them."""
+    result = plans(REPO / "config/smoke.yaml")
+    assert result.returncode == 0, result.stderr[-2000:]
+    tables = set(re.findall(r"seed_1/decorrelation/(\w+)\.parquet", result.stdout))
+    assert tables == {"independent", "mva", "mva_dw", "ortho"}
+    assert _job_counts(result.stdout)["decorrelation_table"] == len(tables)  # 6 methods use value vectors
+
+
 STANDALONE = """run_name: alone
 values:
   concise: {order: 1, sources: [{path: hh-rlhf/helpful-online/test.jsonl.gz, derive: shorter}]}
