@@ -54,12 +54,5 @@ register_penalty_kind(PenaltyKind("orthogonality"))
 register_penalty_kind(PenaltyKind("cka", series=lambda p: "cka"))
 
 
-def penalty_kind(name: str) -> PenaltyKind:
-    """The registered kind ``name``; a ValueError names it and the allowed kinds."""
-    if name not in KINDS:
-        raise ValueError(f"penalty kind {name!r} is not registered; allowed values: {list(KINDS)}")
-    return KINDS[name]
-
-
 def unpenalised_kinds() -> list[str]:
     return [name for name, kind in KINDS.items() if not kind.penalised]

@@ -11,8 +11,8 @@ from mva_core.methods.base import (
     method_from_section,
     register_method,
 )
-from mva_core.methods.chains import INDEPENDENT, ModpoJob, VectorJob, value_order, vector_path
+from mva_core.methods.chains import INDEPENDENT, ModpoJob, VectorJob, value_order
 from mva_core.methods.plan import MethodPlan
 
 __all__ = ["DEFAULT_TYPE", "INDEPENDENT", "METHOD_TYPES", "Method", "MethodPlan", "ModpoJob", "VectorJob",
-           "method_class", "method_for", "method_from_section", "register_method", "value_order", "vector_path"]
+           "method_class", "method_for", "method_from_section", "register_method", "value_order"]
