@@ -29,6 +29,6 @@ rule all:
     input:
         f"{RUN}/data/summary.parquet",
         value_vector_dirs(),
-        expand(f"{SEED_RUN}/decorrelation/{{method}}.parquet", seed=SEEDS, method=VECTOR_METHODS),
+        expand(f"{SEED_RUN}/decorrelation/{{chain}}.parquet", seed=SEEDS, chain=VECTOR_SETS),
         rules.frontiers.output,
         rules.figures.output,

@@ -8,17 +8,14 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mva_core.config_errors import ConfigError
+from mva_core.config_errors import key_error as _key_error
+from mva_core.methods import method_for, value_order
+
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "config.schema.yaml"
-INDEPENDENT = "independent"
-"""Chain name of value vectors trained with no penalty (first value of every chain, all of penalty-free methods)."""
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the key."""
 
 
 def validate_config(config: Mapping[str, Any]) -> dict:
@@ -125,11 +122,6 @@ def _accepts(schema: Mapping[str, Any]) -> str:
     return " ".join([text, *bounds])
 
 
-def value_order(config: Mapping[str, Any]) -> list[str]:
-    """Value names in training order."""
-    return sorted(config["values"], key=lambda name: (config["values"][name]["order"], name))
-
-
 def check_config(config: Mapping[str, Any]) -> None:
     """Checks across keys (run after schema validation): each failure names the key and what is allowed."""
     values = value_order(config)
@@ -164,13 +156,8 @@ def check_config(config: Mapping[str, Any]) -> None:
             if len(weighting) != k or sum(weighting) <= 0:
                 raise _key_error(f"evaluation.{key}[{i}]", f"{weighting} must have {k} non-negative weights "
                                                           f"({per_value}), not all 0")
-    for name, method in config["methods"].items():
-        penalty = method["penalty"]
-        if penalty["kind"] != "none" and penalty["weight"] == 0:
-            raise _key_error(f"methods.{name}.penalty.weight", f"is 0 with kind '{penalty['kind']}': use kind 'none' "
-                                                               "or a weight > 0")
-        if method["type"] == "modpo":
-            _check_modpo(name, method, values, evaluation["weightings"])
+    for name in config["methods"]:
+        method_for(name, config).check()
     grid = evaluation["grid"]
     if grid["type"] == "list":
         if not grid["points"]:
@@ -201,61 +188,3 @@ def _check_prompt_sources(evaluation: Mapping[str, Any], values: list[str]) -> N
     if evaluation["prompts_per_value"] == 0 and not names:
         raise _key_error("evaluation.prompts_per_value", "is 0 and evaluation.prompt_sources is empty: there would be "
                                                          "no evaluation prompts; raise it or add a prompt source")
-
-
-def _key_error(key: str, message: str) -> ConfigError:
-    return ConfigError(f"config key '{key}': {message}")
-
-
-def modpo_target(config: Mapping[str, Any], method: str) -> str:
-    """The value a MODPO method trains on (default: the last value in training order)."""
-    return config["methods"][method].get("modpo_target") or value_order(config)[-1]
-
-
-def _check_modpo(name: str, method: Mapping[str, Any], values: list[str], weightings: list[list[float]]) -> None:
-    if method["penalty"]["kind"] != "none":
-        raise _key_error(f"methods.{name}.penalty.kind", f"{method['penalty']['kind']!r} is not allowed for a modpo "
-                                                          "method (its margins use the penalty-free value vectors); "
-                                                          "allowed values: ['none']")
-    target = method.get("modpo_target") or values[-1]
-    if target not in values:
-        raise _key_error(f"methods.{name}.modpo_target", f"{target!r} is not a value; allowed values: {values}")
-    for i, weighting in enumerate(weightings):
-        if weighting[values.index(target)] <= 0:
-            raise _key_error(f"evaluation.weightings[{i}]", f"gives modpo target {target!r} weight 0 "
-                                                            f"(methods.{name}); MODPO divides by it")
-
-
-@dataclass(frozen=True)
-class VectorJob:
-    """One value-vector training job: the chain it belongs to and the earlier vectors it is decorrelated from."""
-
-    chain: str
-    value: str
-    frozen_values: tuple[str, ...]
-
-
-def vector_chain(config: Mapping[str, Any], method: str, value: str) -> str:
-    """Chain whose directory holds ``method``'s vector for ``value``.
-
-    The first value of every chain has nothing to be decorrelated from, and penalty-free methods never use a
-    penalty, so those vectors are shared under ``independent`` (baselines share every stage they do not change).
-    """
-    if config["methods"][method]["penalty"]["kind"] == "none" or value_order(config)[0] == value:
-        return INDEPENDENT
-    return method
-
-
-def vector_job(config: Mapping[str, Any], chain: str, value: str) -> VectorJob:
-    """The training job for ``value`` in ``chain`` (frozen = the chain's earlier values)."""
-    if chain == INDEPENDENT:
-        return VectorJob(chain, value, ())
-    order = value_order(config)
-    return VectorJob(chain, value, tuple(order[: order.index(value)]))
-
-
-def chain_penalty(config: Mapping[str, Any], chain: str) -> dict:
-    """Penalty settings (a schema section) of ``chain``."""
-    if chain == INDEPENDENT:
-        return {"kind": "none", "weight": 0.0}
-    return dict(config["methods"][chain]["penalty"])

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from mva_core.adapters import ADAPTER_WEIGHTS
 from mva_core.artifacts import atomic_directory, file_sha256, read_provenance, write_json
 from mva_core.combine import merge_explicit
-from mva_core.config import INDEPENDENT
+from mva_core.methods import INDEPENDENT
 
 
 def vector_dirs(run_dir: Path, method: str, seed: int) -> dict[str, Path]:

@@ -6,14 +6,13 @@ Every method's grid always contains the SFT model (all λ = 0, kind ``sft``) and
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 KIND_PRIORITY = {"sft": 0, "single": 1, "grid": 2, "line": 2, "expo": 2, "modpo": 2}
-EXPO_LAMBDAS = (0.5, 1.0, 1.5, 2.0)
 
 
 @dataclass(frozen=True)
@@ -86,27 +85,3 @@ def modpo_points(weightings: Sequence[Sequence[float]], values: Sequence[str]) -
     rows = [{"point_id": f"modpo_w{i}", "kind": "modpo", **{f"lam_{v}": float(w) for v, w in zip(values, weighting)},
              "adapter": f"w{i}"} for i, weighting in enumerate(weightings)]
     return pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
-
-
-def method_points(method: Mapping, grid: GridSettings, values: Sequence[str], weightings: Sequence[Sequence[float]],
-                  seed: int = 0) -> pd.DataFrame:
-    """The points a method (a ``methods.<name>`` config section) is evaluated at."""
-    kind = method.get("type", "grid")
-    if kind == "grid":
-        return grid_points(grid, values, seed)
-    if kind == "single":
-        return line_points(method.get("lambdas") or grid.lambdas, values, diagonal=False, kind="line")
-    if kind == "expo":
-        return line_points(method.get("lambdas") or EXPO_LAMBDAS, values, diagonal=True, kind="expo")
-    if kind == "modpo":
-        return modpo_points(weightings, values)
-    raise ValueError(f"method type {kind!r} is not one of grid, single, expo, modpo")
-
-
-def mixer_lambdas(points: pd.DataFrame) -> pd.DataFrame:
-    """λ columns for the generation mixer: MODPO points switch on their own adapter, others use lam_<value>."""
-    if "adapter" not in points.columns:
-        return points
-    adapters = sorted(a for a in points["adapter"].unique() if a)
-    onehot = {f"lam_{a}": (points["adapter"] == a).astype(float) for a in adapters}
-    return pd.DataFrame({"point_id": points["point_id"], **onehot})

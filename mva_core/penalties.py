@@ -27,8 +27,9 @@ from mva_core.hsic import (
     rbf_kernel_from_gram,
     symmetric_gram,
 )
+from mva_core.penalty_kinds import KINDS
 
-PENALTY_KINDS = ("none", "hsic", "orthogonality", "cka")
+PENALTY_KINDS = tuple(KINDS)
 HSIC_FORMS = ("lora_a", "delta_w")
 PEFT_PREFIX = "base_model.model."
 # sigma="median": the trained side's bandwidth per module comes from at most this many of its n(n-1)/2 pairwise

@@ -22,6 +22,7 @@ from mva_core.figures import (
     plot_win_rates,
 )
 from mva_core.frontier import pareto_mask, reference_point
+from mva_core.methods import method_from_section
 from mva_core.rewards import KEY, SeededRewards, seeded_rewards, wide_means
 from mva_core.selection import (
     SELECTION,
@@ -177,20 +178,21 @@ def write_figures(tables: EvaluationTables, points: pd.DataFrame, training_logs:
 
 def sensitivity_table(methods: Mapping[str, Mapping], frontiers: pd.DataFrame,
                       decorrelation: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Held-out hypervolume and measured dependence of every grid method whose penalty is HSIC, CKA or none
-    (weight 0), by weight; the dependence columns use the same estimators for every row (``decorrelation.MEASURES``).
+    """Held-out hypervolume and measured dependence, by penalty weight, of every method (``methods.<name>``
+    sections) whose type and penalty kind put it in the sensitivity analysis (``Method.sensitivity``); the
+    dependence columns use the same estimators for every row (``decorrelation.MEASURES``).
 
-    Penalty-free methods appear as weight 0 in every (form, sigma) series, so each curve starts at the soup.
+    Penalty-free methods appear as weight 0 in every series, so each curve starts at the soup.
     """
     hv = frontiers.set_index("method")
     rows, series = [], set()
-    for name, method in methods.items():
-        penalty = method["penalty"]
-        if method.get("type", "grid") != "grid" or penalty["kind"] not in ("hsic", "cka", "none") or name not in decorrelation:
+    for name, settings in methods.items():
+        method = method_from_section(name, settings)
+        if not method.sensitivity or name not in decorrelation:
             continue
-        label = {"hsic": f"{penalty.get('form', 'lora_a')}, sigma={penalty.get('sigma', 1.0)}", "cka": "cka"}.get(penalty["kind"])
+        label = method.sensitivity_series
         series.add(label)
-        rows.append({"method": name, "series": label, "weight": float(penalty.get("weight", 0.0)),
+        rows.append({"method": name, "series": label, "weight": float(method.penalty.get("weight", 0.0)),
                      "hypervolume": hv.loc[name, "hypervolume"], "hv_ci_low": hv.loc[name, "hv_ci_low"],
                      "hv_ci_high": hv.loc[name, "hv_ci_high"], **decorrelation[name][[*MEASURES, "norm_b"]].mean().to_dict()})
     table = pd.DataFrame(rows)
@@ -202,12 +204,14 @@ def sensitivity_table(methods: Mapping[str, Mapping], frontiers: pd.DataFrame,
     return pd.concat(labelled, ignore_index=True)
 
 
-def read_decorrelation(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
-    """Decorrelation tables ``.../seed_<s>/decorrelation/<method>.parquet`` per method, seeds stacked."""
+def read_decorrelation(paths: Sequence[str | Path], sets: Mapping[str, str]) -> dict[str, pd.DataFrame]:
+    """Decorrelation tables ``.../seed_<s>/decorrelation/<vector set>.parquet`` (seeds stacked) joined back to the
+    methods: ``sets`` maps each method to its vector set, so methods sharing vectors share a table (``sets`` order)."""
     frames: dict[str, list[pd.DataFrame]] = {}
     for path in map(Path, paths):
         frames.setdefault(path.stem, []).append(pd.read_parquet(path).assign(seed=path.parent.parent.name))
-    return {method: pd.concat(parts, ignore_index=True) for method, parts in frames.items()}
+    tables = {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}
+    return {method: tables[vector_set] for method, vector_set in sets.items() if vector_set in tables}
 
 
 def read_accuracies(paths: Sequence[str | Path]) -> list[dict]:

@@ -8,16 +8,8 @@ from mva_core.base_model import stop_strings
 from mva_core.config_paths import check_config_paths, check_output_dir, manifest_path
 from mva_core.data import DataError, resolve_source
 from mva_core.fetch import load_manifest, missing_files
-from mva_core.config import (
-    INDEPENDENT,
-    chain_penalty,
-    check_config_files,
-    modpo_target,
-    validate_config,
-    value_order,
-    vector_chain,
-    vector_job,
-)
+from mva_core.config import check_config_files, validate_config
+from mva_core.methods import MethodPlan, value_order
 
 check_config_files(workflow.overwrite_configfiles or [Path(workflow.basedir) / "config.yaml"])
 config.update(validate_config(config))
@@ -30,7 +22,11 @@ METHODS = list(config["methods"])
 SPLITS = ["dpo_train", "rm_train", "eval"]
 SEEDS = [str(s) for s in (config["seeds"] or [config["seed"]])]
 SEED_RUN = f"{RUN}/seed_{{seed}}"  # value vectors, generations and scores are per training seed
-CHAINS = sorted({vector_chain(config, m, v) for m in METHODS for v in VALUES} | {INDEPENDENT})
+PLAN = MethodPlan.of(config)  # what each method needs, answered by its type's class (mva_core.methods)
+CHAINS = PLAN.chains
+VECTOR_METHODS = PLAN.vector_methods
+VECTOR_SETS = PLAN.vector_sets  # one decorrelation table per vector set, shared by the methods evaluated with it
+WEIGHTINGS = config["evaluation"]["weightings"]
 
 
 wildcard_constraints:
@@ -80,25 +76,13 @@ def policy_base_dir():
     return f"{RUN}/models/sft" if config["sft"]["enabled"] else f"{RUN}/models/base"
 
 
-def vector_dir(method, value, seed="{seed}"):
-    return f"{RUN}/seed_{seed}/value_vectors/{vector_chain(config, method, value)}/{value}"
-
-
-def method_type(method):
-    return config["methods"][method]["type"]
-
-
-VECTOR_METHODS = [m for m in METHODS if method_type(m) != "modpo"]
-MODPO_METHODS = [m for m in METHODS if method_type(m) == "modpo"]
-WEIGHTINGS = config["evaluation"]["weightings"]
+def seed_path(relative, seed="{seed}"):
+    """An artifact of one training seed, from its path relative to ``seed_<s>/``."""
+    return f"{RUN}/seed_{seed}/{relative}"
 
 
 def value_vector_dirs():
-    return sorted({vector_dir(m, v, s) for m in VECTOR_METHODS for v in VALUES for s in SEEDS})
-
-
-def modpo_dir(method, index, seed):
-    return f"{RUN}/seed_{seed}/modpo_vectors/{method}/w{index}"
+    return sorted({seed_path(job.path, s) for job in PLAN.value_vectors for s in SEEDS})
 
 
 def seeded(section, wildcards):
@@ -108,15 +92,18 @@ def seeded(section, wildcards):
 
 def method_adapters(wildcards):
     """Adapters a method's generation job mixes: its value vectors, or its MODPO adapters (one per weighting)."""
-    if method_type(wildcards.method) == "modpo":
-        return {f"w{i}": modpo_dir(wildcards.method, i, wildcards.seed) for i in range(len(WEIGHTINGS))}
-    return {v: vector_dir(wildcards.method, v, wildcards.seed) for v in VALUES}
+    return {name: seed_path(path, wildcards.seed) for name, path in PLAN[wildcards.method].adapters().items()}
 
 
 def frozen_vector_dirs(wildcards):
     """Earlier value vectors of the chain (frozen while this one trains)."""
-    job = vector_job(config, wildcards.chain, wildcards.value)
-    return {u: vector_dir(wildcards.chain, u, wildcards.seed) for u in job.frozen_values}
+    job = PLAN.vector_job(wildcards.chain, wildcards.value)
+    return {u: seed_path(path, wildcards.seed) for u, path in job.frozen_dirs.items()}
+
+
+def modpo_job(wildcards):
+    """The MODPO adapter job of a method and weighting index."""
+    return PLAN[wildcards.method].modpo_jobs()[int(wildcards.index)]
 
 
 def reward_model_input(wildcards):

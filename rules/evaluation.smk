@@ -7,10 +7,8 @@ TABLES = {"means": "mean_rewards", "frontiers": "frontiers", "selections": "sele
           "comparisons": "comparisons", "leader": "hypervolume_leader", "seed_hypervolumes": "hypervolume_by_seed",
           "design": "design", "efficacy": "efficacy", "interference": "interference"}
 MARKDOWN_TABLES = ["frontiers", "win_rates", "comparisons", "efficacy", "interference"]
-# Penalty-free grid methods: the baselines whose interference every other grid method is compared with.
-INTERFERENCE_BASELINES = [
-    m for m in METHODS if method_type(m) == "grid" and config["methods"][m]["penalty"]["kind"] == "none"
-]
+# Penalty-free baselines whose interference every other method is compared with.
+INTERFERENCE_BASELINES = PLAN.baselines
 
 
 rule evaluation_prompts:
@@ -45,7 +43,7 @@ rule grid_points:
         f"{RUN}/evaluation/{{method}}/points.parquet",
     params:
         method=lambda wc: config["methods"][wc.method],
-        grid=config["evaluation"]["grid"],
+        grid=PLAN.grid,
         weightings=WEIGHTINGS,
         values=VALUES,
         seed=config["seed"],
@@ -72,6 +70,7 @@ rule generate:
         f"{SEED_RUN}/evaluation/{{method}}/generations.parquet",
     params:
         adapters=lambda wc: list(method_adapters(wc)),
+        method_type=lambda wc: PLAN[wc.method].type,
         generation={**config["evaluation"]["generation"],
                     "stop_strings": stop_strings(config["base_model"]["prompt_format"])},
         shard_dir=f"{SEED_RUN}/checkpoints/generations/{{method}}",

@@ -1,22 +1,18 @@
 # Figures (Fig. 2-5 style), summary.md and the Snakemake report (`snakemake --report report.html`).
 
 FIGURE_DIR = f"{RUN}/figures"
-HEATMAP_METHODS = [m for m in METHODS if method_type(m) == "grid"] if len(VALUES) == 2 else []
+HEATMAP_METHODS = PLAN.heatmap_methods
 VALUE_PAIRS = [(a, b) for i, a in enumerate(VALUES) for b in VALUES[i + 1 :]]
-SENSITIVITY = len({
-    config["methods"][m]["penalty"]["weight"] if config["methods"][m]["penalty"]["kind"] == "hsic" else 0.0
-    for m in VECTOR_METHODS
-    if method_type(m) == "grid" and config["methods"][m]["penalty"]["kind"] in ("hsic", "none")
-}) >= 3
+SENSITIVITY = PLAN.sensitivity_figure
 FIGURE_STEMS = (
     [f"frontier_{a}_vs_{b}" for a, b in VALUE_PAIRS]
     + (["win_rates"] if len(METHODS) > 1 else [])
     + [f"heatmap_{m}" for m in HEATMAP_METHODS]
     + ["single_value_vectors", "training_curves"]
-    + (["efficacy"] if any(method_type(m) in ("grid", "single", "expo") for m in METHODS) else [])
+    + (["efficacy"] if PLAN.efficacy else [])
     + (["sensitivity"] if SENSITIVITY else [])
 )
-TRAINING_RUNS = sorted({(vector_chain(config, m, v), v) for m in VECTOR_METHODS for v in VALUES})
+TRAINING_RUNS = [(job.chain, job.value) for job in PLAN.value_vectors]
 
 
 rule figures:
@@ -24,7 +20,7 @@ rule figures:
         **{name: f"{RUN}/tables/{stem}.parquet" for name, stem in TABLES.items()},
         points=expand(f"{RUN}/evaluation/{{method}}/points.parquet", method=METHODS),
         training_logs=[f"{RUN}/seed_{SEEDS[0]}/value_vectors/{c}/{v}" for c, v in TRAINING_RUNS],
-        decorrelation=expand(f"{RUN}/seed_{{seed}}/decorrelation/{{method}}.parquet", seed=SEEDS, method=VECTOR_METHODS),
+        decorrelation=expand(f"{RUN}/seed_{{seed}}/decorrelation/{{chain}}.parquet", seed=SEEDS, chain=VECTOR_SETS),
         accuracy=expand(f"{RUN}/reward_models/accuracy_{{value}}.json", value=VALUES),
         data_summaries=expand(f"{RUN}/data/{{value}}/summary.parquet", value=VALUES),
         prompts=f"{RUN}/evaluation/prompts.parquet",
@@ -42,6 +38,7 @@ rule figures:
         seeds=SEEDS,
         heatmap_methods=HEATMAP_METHODS,
         method_settings={m: config["methods"][m] for m in VECTOR_METHODS},
+        decorrelation_sets=PLAN.decorrelation_sets,
         sensitivity=SENSITIVITY,
         log_labels=[f"{c}/{v}" for c, v in TRAINING_RUNS],
         tables=list(TABLES),

@@ -12,8 +12,8 @@ rule train_value_vector:
     params:
         lora=config["lora"],
         dpo=lambda wc: seeded("dpo", wc),
-        penalty=lambda wc: chain_penalty(config, wc.chain),
-        frozen=lambda wc: vector_job(config, wc.chain, wc.value).frozen_values,
+        penalty=lambda wc: dict(PLAN.vector_job(wc.chain, wc.value).penalty),
+        frozen=lambda wc: PLAN.vector_job(wc.chain, wc.value).frozen_values,
         checkpoint_dir=f"{SEED_RUN}/checkpoints/value_vectors/{{chain}}/{{value}}",
     threads: heavy_threads
     log:
@@ -28,18 +28,18 @@ rule train_value_vector:
         "../workflow_scripts/train_value_vector.py"
 
 
+# One table per vector set (``independent`` or a penalised method's chain), shared by every method evaluated with it.
 rule decorrelation_table:
     input:
-        unpack(lambda wc: {v: vector_dir(wc.method, v, wc.seed) for v in VALUES}),
+        unpack(lambda wc: {v: seed_path(path, wc.seed) for v, path in PLAN.vector_set_dirs(wc.chain).items()}),
     output:
-        table=f"{SEED_RUN}/decorrelation/{{method}}.parquet",
+        table=f"{SEED_RUN}/decorrelation/{{chain}}.parquet",
     params:
         values=VALUES,
-        penalty=lambda wc: config["methods"][wc.method]["penalty"],
     log:
-        log_path("decorrelation_table", "seed{seed}_{method}"),
+        log_path("decorrelation_table", "seed{seed}_{chain}"),
     benchmark:
-        benchmark_path("decorrelation_table", "seed{seed}_{method}")
+        benchmark_path("decorrelation_table", "seed{seed}_{chain}")
     threads: 1
     resources:
         mem_mb=4000,
@@ -50,18 +50,16 @@ rule decorrelation_table:
 
 rule train_modpo_vector:
     input:
-        unpack(
-            lambda wc: {v: vector_dir(wc.method, v, wc.seed) for v in VALUES if v != modpo_target(config, wc.method)}
-        ),
+        unpack(lambda wc: {job.value: seed_path(job.path, wc.seed) for job in PLAN[wc.method].vector_jobs()}),
         policy=policy_base_dir(),
-        pairs=lambda wc: f"{RUN}/data/{modpo_target(config, wc.method)}/dpo_train.parquet",
+        pairs=lambda wc: f"{RUN}/data/{modpo_job(wc).target}/dpo_train.parquet",
     output:
         directory(f"{SEED_RUN}/modpo_vectors/{{method}}/w{{index}}"),
     params:
         lora=config["lora"],
         dpo=lambda wc: seeded("dpo", wc),
-        weighting=lambda wc: dict(zip(VALUES, WEIGHTINGS[int(wc.index)])),
-        target=lambda wc: modpo_target(config, wc.method),
+        weighting=lambda wc: dict(modpo_job(wc).weighting),
+        target=lambda wc: modpo_job(wc).target,
         checkpoint_dir=f"{SEED_RUN}/checkpoints/modpo_vectors/{{method}}/w{{index}}",
     threads: heavy_threads
     log:

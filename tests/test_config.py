@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mva_core.config import ConfigError, validate_config, value_order, vector_chain, vector_job
+from mva_core.config import ConfigError, validate_config, value_order
+from mva_core.methods import MethodPlan, method_for
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted([REPO / "config.yaml", *(p for p in (REPO / "config").glob("*.yaml") if "schema" not in p.name)])
@@ -130,8 +131,8 @@ def test_schema_documents_every_key():
 
 def test_chains_share_unpenalised_vectors():
     config = validate_config(load(REPO / "config/hh_cpu.yaml"))
-    assert vector_chain(config, "mva", "helpful") == "independent"
-    assert vector_chain(config, "mva", "harmless") == "mva"
-    assert vector_chain(config, "soup", "harmless") == "independent"
-    assert vector_job(config, "mva", "harmless").frozen_values == ("helpful",)
-    assert vector_job(config, "independent", "harmless").frozen_values == ()
+    assert method_for("mva", config).vector_chain("helpful") == "independent"
+    assert method_for("mva", config).vector_chain("harmless") == "mva"
+    assert method_for("soup", config).vector_chain("harmless") == "independent"
+    assert MethodPlan.of(config).vector_job("mva", "harmless").frozen_values == ("helpful",)
+    assert MethodPlan.of(config).vector_job("independent", "harmless").frozen_values == ()

@@ -67,6 +67,15 @@ def test_seeds_multiply_training_and_evaluation_but_not_data_or_reward_models(tm
         assert double[rule] == single[rule], rule
 
 
+def test_methods_sharing_vectors_share_one_decorrelation_job(plans):
+    """soup, single and expo are all evaluated with the independent vectors: one table for the three of them."""
+    result = plans(REPO / "config/smoke.yaml")
+    assert result.returncode == 0, result.stderr[-2000:]
+    tables = set(re.findall(r"seed_1/decorrelation/(\w+)\.parquet", result.stdout))
+    assert tables == {"independent", "mva", "mva_dw", "ortho"}
+    assert _job_counts(result.stdout)["decorrelation_table"] == len(tables)  # 6 methods use value vectors
+
+
 STANDALONE = """run_name: alone
 values:
   concise: {order: 1, sources: [{path: hh-rlhf/helpful-online/test.jsonl.gz, derive: shorter}]}
@@ -83,7 +92,7 @@ def test_a_config_file_stands_alone_and_files_still_layer(tmp_path):
     plan = dry_run(config, tmp_path)
     assert plan.returncode == 0, plan.stderr[-3000:]
     text = plan.stdout + plan.stderr
-    assert "concise" in text and "harmless" not in text and "/mva" not in text and "seed_42/decorrelation/soup" in text
+    assert "concise" in text and "harmless" not in text and "/mva" not in text and "seed_42/decorrelation/independent" in text
     overlay = tmp_path / "overlay.yaml"  # README: --configfile config.yaml my.yaml overrides nested keys
     overlay.write_text("run_name: layered\ndpo: {epochs: 2}\n")
     layered = dry_run(REPO / "config.yaml", tmp_path, str(overlay))

@@ -23,7 +23,7 @@ with logged_job(snakemake) as log:
     tables = EvaluationTables(**{name: pd.read_parquet(inp[name]) for name in snakemake.params.tables})
     points = pd.concat([read_table(p, POINTS) for p in inp.points], ignore_index=True)
     logs = {label: pd.read_parquet(f"{p}/training_log.parquet") for label, p in zip(params.log_labels, inp.training_logs)}
-    decorrelation = read_decorrelation(inp.decorrelation)
+    decorrelation = read_decorrelation(inp.decorrelation, params.decorrelation_sets)
     sensitivity = sensitivity_table(params.method_settings, tables.frontiers, decorrelation)
     write_parquet(sensitivity, snakemake.output.sensitivity)
     figure_dir, run_dir = Path(snakemake.output.pngs[0]).parent, Path(snakemake.output.summary).parent

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from mva_core.combine import ValueMixer
 from mva_core.contracts import EVALUATION_PROMPTS, GENERATIONS, POINTS, read_table, write_table
 from mva_core.generation import GenerationSettings, generate_grid
-from mva_core.grid import mixer_lambdas
+from mva_core.methods import method_class
 from mva_core.precision import job_precision
 from mva_core.workflow_io import logged_job
 
@@ -22,7 +22,7 @@ with logged_job(snakemake):
         tokenizer,
         mixer,
         read_table(snakemake.input.prompts, EVALUATION_PROMPTS),
-        mixer_lambdas(read_table(snakemake.input.points, POINTS)),
+        method_class(snakemake.params.method_type).mixer_lambdas(read_table(snakemake.input.points, POINTS)),
         GenerationSettings(**snakemake.params.generation),
         shard_dir=snakemake.params.shard_dir,
     )

@@ -1,6 +1,7 @@
 """Snakemake entry point: the λ points one method is evaluated at."""
 from mva_core.contracts import POINTS, write_table
-from mva_core.grid import GridSettings, method_points
+from mva_core.grid import GridSettings
+from mva_core.methods import method_from_section
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake):
@@ -8,5 +9,6 @@ with logged_job(snakemake):
     grid = dict(params.grid)
     grid["lambdas"] = tuple(grid["lambdas"])
     grid["points"] = tuple(tuple(p) for p in grid["points"])
-    points = method_points(params.method, GridSettings(**grid), params.values, params.weightings, seed=params.seed)
+    method = method_from_section(snakemake.wildcards.method, params.method, params.values, params.weightings)
+    points = method.points(GridSettings(**grid), seed=params.seed)
     write_table(points.assign(method=snakemake.wildcards.method), snakemake.output[0], POINTS)

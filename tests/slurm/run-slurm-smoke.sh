@@ -263,11 +263,11 @@ for d in ['independent/helpful', 'independent/harmless', 'mva/harmless']:
         assert w and all(t.isfinite().all() for t in w.values()), f
         assert 'penalty' in pd.read_parquet(f.parent / 'training_log.parquet').columns, f
 "
-check "decorrelation tables (mva, soup) with rows and the HSIC/cosine columns" "$PYTHON" -c "
+check "decorrelation tables (mva, and independent: soup's) with rows and the HSIC/cosine columns" "$PYTHON" -c "
 import pandas as pd
 from pathlib import Path
 from mva_core.decorrelation import METRICS
-for m in ['mva', 'soup']:
+for m in ['mva', 'independent']:
     found = sorted(Path('$R').rglob('decorrelation/%s.parquet' % m))
     assert found, m
     for f in found:
