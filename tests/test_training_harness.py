@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 import pytest
+from transformers.trainer_callback import TrainerState
 from trl import DPOConfig, RewardConfig, SFTConfig
 
 from mva_core.reward_models import RewardModelSettings
@@ -58,8 +59,6 @@ def test_a_job_resumes_only_its_own_runs_checkpoints(tmp_path):
     with job():
         pass
     (tmp_path / "ckpt" / "checkpoint-2").mkdir()
-    from transformers.trainer_callback import TrainerState
-
     TrainerState(global_step=2).save_to_json(str(tmp_path / "ckpt" / "checkpoint-2" / "trainer_state.json"))
     with job() as same:
         assert same.resume_from == str(tmp_path / "ckpt" / "checkpoint-2")
