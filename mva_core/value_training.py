@@ -137,7 +137,7 @@ def train_value_vector(
     )
     with job:
         tokenizer = AutoTokenizer.from_pretrained(sft_model_dir)
-        model = _fresh_adapter(sft_model_dir, lora, frozen, job)
+        model = _fresh_adapter(sft_model_dir, lora, frozen, job.precision, job.details["init_seed"])
         args = job.arguments(
             DPOConfig,
             dpo,
@@ -179,11 +179,11 @@ def train_value_vector(
 
 
 def _fresh_adapter(sft_model_dir: str | os.PathLike, lora: LoraSettings, frozen: Mapping[str, str],
-                   job: TrainingJob) -> PeftModel:
-    """The SFT model with a fresh adapter ``default`` (seeded by the job's ``init_seed``) and the frozen vectors."""
-    precision = job.precision
+                   precision: Precision, init_seed: int) -> PeftModel:
+    """The SFT model (weights in ``precision``'s dtype, on its device) with a fresh adapter ``default`` initialised
+    from ``init_seed``, and the frozen vectors loaded beside it."""
     base = AutoModelForCausalLM.from_pretrained(sft_model_dir, **precision.model_kwargs()).to(precision.device)
-    set_seed(job.details["init_seed"])  # the fresh adapter's initialisation (the trainer reseeds with dpo.seed)
+    set_seed(init_seed)  # the fresh adapter's initialisation (the trainer reseeds with dpo.seed for the data order)
     lora_config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
