@@ -22,9 +22,12 @@ from mva_core.training.harness import TrainingJob
 
 @dataclass(frozen=True)
 class SFTSettings:
-    """Knobs of the SFT stage (LoRA merged back into the weights)."""
+    """Knobs of the SFT stage (LoRA merged back into the weights). ``gradient_checkpointing`` defaults to on, as TRL's
+    ``SFTConfig`` does."""
 
-    TRAINER_FIELDS: ClassVar[tuple[str, ...]] = ("learning_rate", "epochs", "batch_size", "grad_accum", "save_steps", "seed")
+    TRAINER_FIELDS: ClassVar[tuple[str, ...]] = (
+        "learning_rate", "epochs", "batch_size", "grad_accum", "save_steps", "seed", "gradient_checkpointing",
+    )
 
     learning_rate: float = 1e-4
     epochs: float = 1
@@ -37,6 +40,7 @@ class SFTSettings:
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     save_steps: int = 50
     seed: int = 42
+    gradient_checkpointing: bool = True
 
 
 def sft_rows(pairs: pd.DataFrame) -> Dataset:
