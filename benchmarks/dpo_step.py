@@ -33,17 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 
+from mva_core.dpo_trainer import TRAINED_ADAPTER, DecorrelatedDPOTrainer, PreferenceCollator, preference_dataset  # noqa: E402
 from mva_core.penalties import DecorrelationPenalty, PenaltySettings, collect_lora_pairs  # noqa: E402
-from mva_core.value_training import (  # noqa: E402
-    TRAINED_ADAPTER,
-    DecorrelatedDPOTrainer,
-    DPOSettings,
-    LoraSettings,
-    PreferenceCollator,
-    _preference_dataset,
-    _quiet_progress_bars,
-    train_value_vector,
-)
+from mva_core.training.harness import quiet_progress_bars  # noqa: E402
+from mva_core.value_training import DPOSettings, LoraSettings, train_value_vector  # noqa: E402
 
 QUICK = dict(hidden=256, intermediate=768, layers=4, heads=4, kv_heads=2, vocab=4096, pairs=16, steps=24,
              repeats=3)
@@ -155,8 +148,8 @@ def penalty_timing(args, root: Path, sft_dir: Path, frozen_dir: Path, pairs: pd.
                                   max_prompt_length=args.max_prompt_length)
     settings = {"off": penalty_settings(args, "lora_a"), "lora_a": penalty_settings(args, "lora_a"),
                 "delta_w": penalty_settings(args, "delta_w"), "off_ref_every_step": penalty_settings(args, "lora_a")}
-    with _quiet_progress_bars():
-        trainer = DecorrelatedDPOTrainer(model, args=config, train_dataset=_preference_dataset(pairs),
+    with quiet_progress_bars():
+        trainer = DecorrelatedDPOTrainer(model, args=config, train_dataset=preference_dataset(pairs),
                                          processing_class=tokenizer, data_collator=collator,
                                          penalty=settings["lora_a"], frozen_adapters=["helpful"])
         no_penalty = DecorrelationPenalty([], settings["off"])

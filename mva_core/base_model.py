@@ -8,12 +8,14 @@ Sources (``BaseModelSettings.source``):
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mva_core.artifacts import atomic_directory, library_versions, write_json
+from mva_core.artifacts import atomic_directory
+from mva_core.training.records import TrainingMetadata
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -146,9 +148,7 @@ def prepare_base_model(settings: BaseModelSettings, output_dir: str | Path) -> P
     with atomic_directory(output_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        write_json(
-            {"source": settings.source, "settings": settings.__dict__, "parameters": model.num_parameters(),
-             "versions": library_versions()},
-            tmp / "mva_metadata.json",
-        )
+        TrainingMetadata(stage="base_model", start_model_dir=settings.source, seed=settings.seed,
+                         settings={"base_model": dataclasses.asdict(settings)},
+                         details={"parameters": model.num_parameters()}).write(tmp)
     return Path(output_dir)

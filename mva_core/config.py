@@ -1,7 +1,8 @@
 """Configuration: JSON-schema validation (with defaults) plus the cross-field checks a schema cannot express.
 
 The schema lives in ``config/config.schema.yaml``; its section keys match the dataclass fields of the stages
-(``dpo`` → ``DPOSettings``, ``sft`` → ``SFTSettings`` ...), so scripts build settings with ``Settings(**section)``.
+(``dpo`` → ``DPOSettings``, ``sft`` → ``SFTSettings`` ...), so scripts build settings with ``Settings(**section)``;
+``tests/test_settings_schema.py`` keeps keys, types and defaults of both sides equal.
 """
 from __future__ import annotations
 

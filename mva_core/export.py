@@ -10,7 +10,6 @@ model, the value vectors with their sha256, λ, and the run's provenance.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from mva_core.adapters import ADAPTER_WEIGHTS
 from mva_core.artifacts import atomic_directory, file_sha256, read_provenance, write_json
 from mva_core.combine import merge_explicit
 from mva_core.methods import INDEPENDENT
+from mva_core.training.records import read_metadata
 
 
 def vector_dirs(run_dir: Path, method: str, seed: int) -> dict[str, Path]:
@@ -41,11 +41,18 @@ def vector_dirs(run_dir: Path, method: str, seed: int) -> dict[str, Path]:
 
 
 def _policy_dir(adapters: Mapping[str, Path]) -> Path:
-    """The model the value vectors were trained on (``sft_model_dir`` in their metadata; all must agree)."""
-    dirs = {json.loads((folder / "metadata.json").read_text())["sft_model_dir"] for folder in adapters.values()}
+    """The model the value vectors were trained on (``start_model_dir`` in their metadata; all must agree)."""
+    dirs = {_start_model_dir(folder) for folder in adapters.values()}
     if len(dirs) != 1:
         raise ValueError(f"value vectors were trained on different models: {sorted(dirs)}")
     return Path(dirs.pop())
+
+
+def _start_model_dir(folder: Path) -> str:
+    metadata = read_metadata(folder)
+    if metadata is None:
+        raise FileNotFoundError(f"{folder}: no metadata.json naming the model it was trained on; pass --policy")
+    return metadata["start_model_dir"]
 
 
 def export_model(run_dir: str | Path, method: str, seed: int, lambdas: Mapping[str, float], out_dir: str | Path,

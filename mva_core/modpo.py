@@ -19,7 +19,7 @@ import torch
 from peft import PeftModel
 from torch.utils.data import DataLoader
 
-from mva_core.value_training import DecorrelatedDPOTrainer
+from mva_core.dpo_trainer import DecorrelatedDPOTrainer
 
 
 def sequence_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -47,8 +47,8 @@ class Precision:
         return kwargs
 
     def trainer_kwargs(self) -> dict:
-        """TrainingArguments for a Hugging Face / TRL trainer: device and bf16 mixed precision."""
-        return {"use_cpu": self.device == "cpu", "bf16": self.bf16}
+        """TrainingArguments for a Hugging Face / TRL trainer: device and bf16 / fp16 mixed precision."""
+        return {"use_cpu": self.device == "cpu", "bf16": self.bf16, "fp16": self.dtype == "float16"}
 
     def full_precision(self) -> contextlib.AbstractContextManager:
         """A block computed in fp32 even inside the trainer's autocast (losses, penalties)."""
@@ -68,21 +68,29 @@ def cuda_has_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def this_device() -> str:
+    """Where every stage computes: the first GPU when there is one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def fixed_precision(dtype: str, reason: str) -> Precision:
+    """``dtype`` (a stage's own setting, e.g. ``reward_model.dtype``) on this machine's device."""
+    return Precision(this_device(), dtype, reason)
+
+
 def resolve_precision(requested: str = "auto") -> Precision:
-    """The policy for ``compute.dtype`` on this machine (device: the first GPU when there is one)."""
+    """The policy for ``compute.dtype`` on this machine (device: :func:`this_device`)."""
     if requested not in CHOICES:
         raise ValueError(f"compute.dtype {requested!r}: expected one of {CHOICES}")
-    on_cuda = torch.cuda.is_available()
-    device = "cuda" if on_cuda else "cpu"
     if requested != "auto":
-        return Precision(device, requested, f"compute.dtype: {requested}")
-    if on_cuda:
+        return fixed_precision(requested, f"compute.dtype: {requested}")
+    if this_device() == "cuda":
         fast = cuda_has_bf16()
         reason = f"auto: CUDA device {'supports' if fast else 'lacks'} bf16"
     else:
         fast = cpu_has_fast_bf16()
         reason = f"auto: CPU {'has' if fast else 'lacks'} AMX / AVX512-BF16"
-    return Precision(device, "bfloat16" if fast else "float32", reason)
+    return Precision(this_device(), "bfloat16" if fast else "float32", reason)
 
 
 def job_precision(config: Mapping[str, Any], override: str | None = None) -> Precision:
@@ -94,7 +102,7 @@ def job_precision(config: Mapping[str, Any], override: str | None = None) -> Pre
     if attention not in ATTENTION_CHOICES:
         raise ValueError(f"compute.attn_implementation {attention!r}: expected one of {ATTENTION_CHOICES}")
     if override is not None:
-        precision = Precision("cuda" if torch.cuda.is_available() else "cpu", override, f"stage setting: {override}")
+        precision = fixed_precision(override, f"stage setting: {override}")
     else:
         precision = resolve_precision(compute.get("dtype", "auto"))
     return dataclasses.replace(precision, attn_implementation=None if attention == "auto" else attention)

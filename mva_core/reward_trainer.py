@@ -6,7 +6,7 @@ from typing import Any
 from trl import RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
-from mva_core.runtime import check_finite
+from mva_core.training.guards import check_finite
 
 
 class PairIdCollator(DataCollatorForPreference):

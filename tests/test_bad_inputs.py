@@ -28,7 +28,7 @@ from mva_core.artifacts import atomic_directory, write_parquet
 from mva_core.config import ConfigError, check_config_files, validate_config
 from mva_core.config_paths import check_config_paths
 from mva_core.reward_models import NonFiniteRewardError, RewardModelSettings, RewardScorer, score_generations, train_reward_model
-from mva_core.runtime import NonFiniteLossError
+from mva_core.training.guards import NonFiniteLossError
 
 SMOKE = REPO / "config/smoke.yaml"
 

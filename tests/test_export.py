@@ -31,7 +31,10 @@ def run(tmp_path_factory, tiny_llama, tiny_model_dir):
     vectors = run_dir / "seed_3/value_vectors"
     for i, folder in enumerate(["independent/helpful", "independent/harmless", "mva/harmless"]):
         save_random_adapter(model, CONFIG, vectors / folder, seed=i)
-        (vectors / folder / "metadata.json").write_text(json.dumps({"sft_model_dir": "results/r/models/sft"}))
+        metadata = {"stage": "value_vector", "start_model_dir": "results/r/models/sft", "settings": {}}
+        if i == 0:  # the format written before the training harness
+            metadata = {"sft_model_dir": "results/r/models/sft"}
+        (vectors / folder / "metadata.json").write_text(json.dumps(metadata))
     return workdir, run_dir, model
 
 

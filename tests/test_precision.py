@@ -18,14 +18,15 @@ def test_auto_follows_the_cpu_capability(monkeypatch, fast, expected):
     chosen = resolve_precision("auto")
     assert (chosen.device, chosen.dtype) == ("cpu", expected)
     assert ("has" if fast else "lacks") in chosen.reason
-    assert chosen.trainer_kwargs() == {"use_cpu": True, "bf16": fast}
+    assert chosen.trainer_kwargs() == {"use_cpu": True, "bf16": fast, "fp16": False}
 
 
 def test_explicit_choices_overrides_and_bad_values(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_precision("bfloat16").torch_dtype == torch.bfloat16
     assert job_precision({"compute": {"dtype": "float32"}}).dtype == "float32"
-    assert job_precision({"compute": {"dtype": "bfloat16"}}, override="float16").dtype == "float16"
+    half = job_precision({"compute": {"dtype": "bfloat16"}}, override="float16")
+    assert half.dtype == "float16" and half.trainer_kwargs() == {"use_cpu": True, "bf16": False, "fp16": True}
     assert with_job_dtype({"dtype": None, "batch_size": 4}, {"compute": {"dtype": "bfloat16"}}) == {
         "dtype": "bfloat16", "batch_size": 4}
     with pytest.raises(ValueError, match="compute.dtype"):

@@ -36,7 +36,7 @@ def test_tracking_maps_to_report_to_and_names_a_missing_package(tmp_path, monkey
 
     import pytest
 
-    from mva_core.runtime import tracking_kwargs
+    from mva_core.training.harness import tracking_kwargs
 
     assert tracking_kwargs("none", tmp_path) == {"report_to": []}
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)

@@ -135,32 +135,33 @@ def test_saved_dir_is_a_plain_sequence_classifier(trained):
     log = pd.read_parquet(out / "training_log.parquet")
     assert log["loss"].notna().sum() == 32  # 64 pairs / 8 per step * 4 epochs
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["n_pairs"] == 64 and meta["settings"] == asdict(settings)
+    assert meta["n_pairs"] == 64 and meta["settings"] == {"reward_model": asdict(settings)}
+    assert meta["stage"] == "reward_model" and meta["global_steps"] == 32 and meta["train_metrics"]["train_loss"] > 0
 
 
 def test_killed_training_resumes_from_its_checkpoint(tmp_path, base_dir, monkeypatch):
-    from mva_core.reward_models import training
+    from mva_core.training.harness import TrainingJob
 
     settings = RewardModelSettings(lora_r=None, epochs=1, save_steps=3, input_format="hh_transcript")
     pairs, ckpt = synthetic_pairs(32, seed=0), tmp_path / "ckpt"
-    real_save = training._save_reward_model
+    real_save = TrainingJob.save
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed before the model was written")
 
-    monkeypatch.setattr(training, "_save_reward_model", killed)
+    monkeypatch.setattr(TrainingJob, "save", killed)
     with pytest.raises(KeyboardInterrupt):
         train_reward_model(base_dir, pairs, tmp_path / "rm", settings, checkpoint_dir=ckpt, threads=1)
     assert (ckpt / "checkpoint-3").is_dir() and not (tmp_path / "rm").exists()
-    monkeypatch.setattr(training, "_save_reward_model", real_save)
+    monkeypatch.setattr(TrainingJob, "save", real_save)
     again = train_reward_model(base_dir, pairs, tmp_path / "rm", settings, checkpoint_dir=ckpt, threads=1)
     assert json.loads((again / "metadata.json").read_text())["resumed_from"].endswith("checkpoint-4")
     assert not ckpt.exists()  # checkpoints are removed once the model is written
     other = replace(settings, learning_rate=1e-3)  # a different run never resumes from these checkpoints
-    monkeypatch.setattr(training, "_save_reward_model", killed)
+    monkeypatch.setattr(TrainingJob, "save", killed)
     with pytest.raises(KeyboardInterrupt):
         train_reward_model(base_dir, pairs, tmp_path / "rm2", settings, checkpoint_dir=ckpt, threads=1)
-    monkeypatch.setattr(training, "_save_reward_model", real_save)
+    monkeypatch.setattr(TrainingJob, "save", real_save)
     fresh = train_reward_model(base_dir, pairs, tmp_path / "rm2", other, checkpoint_dir=ckpt, threads=1)
     assert json.loads((fresh / "metadata.json").read_text())["resumed_from"] is None
 

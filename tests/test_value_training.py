@@ -11,18 +11,15 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
+from trl import DPOConfig
 
 from mva_core import value_training
 from mva_core.decorrelation import decorrelation_table
+from mva_core.dpo_trainer import DecorrelatedDPOTrainer, PreferenceCollator, preference_dataset
 from mva_core.penalties import DecorrelationPenalty, PenaltySettings
-from mva_core.runtime import NonFiniteLossError, resume_point
-from mva_core.value_training import (
-    DecorrelatedDPOTrainer,
-    DPOSettings,
-    LoraSettings,
-    PreferenceCollator,
-    train_value_vector,
-)
+from mva_core.training.checkpoints import resume_point
+from mva_core.training.guards import NonFiniteLossError
+from mva_core.value_training import DPOSettings, LoraSettings, train_value_vector
 
 LORA = LoraSettings(r=4, alpha=8)
 DPO = DPOSettings(batch_size=4, learning_rate=1e-2, save_steps=2)
@@ -109,8 +106,9 @@ def test_penalty_lowers_hsic_and_output_is_a_default_only_adapter(setup, penalis
     assert (pd.read_parquet(plain / "training_log.parquet")["penalty"] == 0).all()
 
     meta = json.loads((penalised / "metadata.json").read_text())
-    assert meta["n_pairs"] == len(pairs) and meta["penalty"]["weight"] == HSIC.weight and meta["seed"] == DPO.seed
+    assert meta["n_pairs"] == len(pairs) and meta["settings"]["penalty"]["weight"] == HSIC.weight and meta["seed"] == DPO.seed
     assert meta["global_steps"] == 4 and meta["resumed_from"] is None and "trl" in meta["library_versions"]
+    assert meta["stage"] == "value_vector" and meta["start_model_dir"] == str(sft_dir)
     norms = meta["delta_w_norms"]
     total = norms.pop("total")
     assert len(norms) == 2 * 4 and total == pytest.approx(sum(n * n for n in norms.values()) ** 0.5)
@@ -151,7 +149,7 @@ def test_trainer_freezes_everything_but_default_and_keeps_pair_ids(setup, tiny_t
 
     trainer = Recording(
         model,
-        args=value_training.DPOConfig(
+        args=DPOConfig(
             output_dir=str(root / "direct"),
             max_steps=1,
             per_device_train_batch_size=4,
@@ -162,7 +160,7 @@ def test_trainer_freezes_everything_but_default_and_keeps_pair_ids(setup, tiny_t
             disable_tqdm=True,
             activation_checkpointing=False,
         ),
-        train_dataset=value_training._preference_dataset(pairs),
+        train_dataset=preference_dataset(pairs),
         processing_class=tiny_tokenizer,
         data_collator=PreferenceCollator(pad_token_id=0, max_length=64, max_prompt_length=16),
         penalty=HSIC,

@@ -2,7 +2,6 @@
 per generation, batched with fixed settings that ``RewardScorer.describe`` records next to the scores."""
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +27,15 @@ from mva_core.reward_models.inputs import (
 from mva_core.reward_models.settings import DTYPES, RewardModelSettings
 from mva_core.shards import run_sharded
 from mva_core.statistics import accuracy_check
+from mva_core.training.records import read_metadata
 
 
 def _check_trained_format(model_dir: Path, settings: RewardModelSettings) -> None:
     """A model trained here must be scored with the input format it was trained on."""
-    meta_path = model_dir / "metadata.json"
-    if not meta_path.is_file():
+    metadata = read_metadata(model_dir)
+    if metadata is None:
         return
-    trained = json.loads(meta_path.read_text()).get("settings", {}).get("input_format")
+    trained = metadata["settings"].get("reward_model", {}).get("input_format")
     if trained is not None and trained != settings.input_format:
         raise ValueError(
             f"{model_dir} was trained with input_format={trained!r} but is being scored with "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -21,6 +22,10 @@ class RewardModelSettings:
     ``lora_r``: LoRA rank on the attention projections (score head fully trained); None = full fine-tune.
     """
 
+    TRAINER_FIELDS: ClassVar[tuple[str, ...]] = (
+        "learning_rate", "epochs", "train_batch_size", "seed", "gradient_checkpointing", "save_steps",
+    )
+
     source: str = "train"
     input_format: str = "chat_template"
     batch_size: int = 16
@@ -28,7 +33,7 @@ class RewardModelSettings:
     max_length: int = 512
     trust_remote_code: bool = False
     learning_rate: float = 5e-5
-    epochs: int = 1
+    epochs: float = 1
     train_batch_size: int = 8
     lora_r: int | None = 16
     seed: int = 42

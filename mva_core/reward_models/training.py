@@ -1,26 +1,20 @@
 """Training a value's scalar reward model on its preference pairs (TRL ``RewardTrainer``, LoRA or full fine-tune)."""
 from __future__ import annotations
 
-import shutil
-import tempfile
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
-from mva_core.artifacts import atomic_directory, library_versions, write_json, write_parquet
-from mva_core.progress import ProgressLog
+from mva_core.precision import fixed_precision
 from mva_core.reward_models.inputs import encode_rm_inputs, load_tokenizer, pair_lists
 from mva_core.reward_models.settings import RewardModelSettings
-from mva_core.runtime import resume_point, tracking_kwargs
 
 if TYPE_CHECKING:  # trl, peft and datasets are imported only by training: scoring jobs start faster without them
     from datasets import Dataset
     from peft import LoraConfig
-    from trl import RewardConfig
 
 
 def _attention_linear_names(model: torch.nn.Module) -> list[str]:
@@ -68,30 +62,6 @@ def _preference_dataset(
     })
 
 
-def _reward_config(settings: RewardModelSettings, output_dir: Path, checkpointing: bool,
-                   tracking: str = "none") -> RewardConfig:
-    from trl import RewardConfig
-
-    return RewardConfig(
-        output_dir=str(output_dir),
-        learning_rate=settings.learning_rate,
-        num_train_epochs=settings.epochs,
-        per_device_train_batch_size=settings.train_batch_size,
-        seed=settings.seed,
-        max_length=None,  # inputs arrive truncated by encode_rm_inputs
-        activation_checkpointing=settings.gradient_checkpointing,
-        bf16=settings.dtype == "bfloat16",
-        fp16=settings.dtype == "float16",
-        use_cpu=not torch.cuda.is_available(),
-        logging_steps=1,
-        save_strategy="steps" if checkpointing else "no",
-        save_steps=settings.save_steps,
-        save_total_limit=2,
-        **tracking_kwargs(tracking, output_dir),
-        disable_tqdm=True,
-    )
-
-
 def _load_backbone(
     base_model_dir: Path, tokenizer: PreTrainedTokenizerBase, settings: RewardModelSettings
 ) -> PreTrainedModel:
@@ -125,54 +95,37 @@ def train_reward_model(
     ``output_dir`` receives safetensors weights (LoRA merged), tokenizer, ``training_log.parquet`` and
     ``metadata.json``, atomically. With ``checkpoint_dir`` the trainer checkpoints every ``save_steps`` steps there
     and resumes from the latest checkpoint of the same run (inputs and settings); it is removed after success.
+    ``settings.dtype`` sets the mixed precision (fp32 master weights).
     """
-    from mva_core.reward_trainer import CheckedRewardTrainer
+    from trl import RewardConfig
 
-    base_model_dir, output_dir = Path(base_model_dir), Path(output_dir)
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if threads is not None:
-        torch.set_num_threads(threads)
+    from mva_core.reward_trainer import CheckedRewardTrainer
+    from mva_core.training.harness import TrainingJob
+
     tokenizer = load_tokenizer(str(base_model_dir), settings.trust_remote_code)
-    dataset = _preference_dataset(tokenizer, pairs, settings)
-    model = _load_backbone(base_model_dir, tokenizer, settings)
-    run = {"base_model_dir": str(base_model_dir), "pair_ids": pairs["pair_id"].astype(str).tolist(),
-           "settings": asdict(settings)}
-    resume = resume_point(checkpoint_dir, run) if checkpoint_dir is not None else None
-    with tempfile.TemporaryDirectory(prefix="rm_trainer_") as scratch:
+    dataset = _preference_dataset(tokenizer, pairs, settings)  # validates the pairs before anything expensive
+    job = TrainingJob(
+        stage="reward_model", label="reward model", start_model_dir=base_model_dir,
+        pair_ids=pairs["pair_id"].astype(str).tolist(), settings={"reward_model": settings},
+        checkpoint_dir=checkpoint_dir, precision=fixed_precision(settings.dtype, f"reward_model.dtype: {settings.dtype}"),
+        tracking=tracking, threads=threads,
+    )
+    with job:
+        model = _load_backbone(Path(base_model_dir), tokenizer, settings)
         trainer = CheckedRewardTrainer(
             model=model,
-            args=_reward_config(settings, checkpoint_dir or Path(scratch), checkpoint_dir is not None, tracking),
+            args=job.arguments(RewardConfig, settings, max_length=None),  # inputs arrive truncated by encode_rm_inputs
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=_lora_config(model, settings),
-            callbacks=[ProgressLog("reward model")],
+            callbacks=job.callbacks(),
         )
-        result = trainer.train(resume_from_checkpoint=resume)
-    trained = trainer.model.merge_and_unload() if settings.lora_r is not None else trainer.model
-    metadata = {
-        "settings": asdict(settings),
-        "base_model_dir": str(base_model_dir),
-        "n_pairs": len(pairs),
-        "resumed_from": resume,
-        "train_metrics": result.metrics,
-        "library_versions": library_versions(),
-    }
-    _save_reward_model(trained, tokenizer, pd.DataFrame(trainer.state.log_history), metadata, output_dir)
-    if checkpoint_dir is not None:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    return output_dir
+        job.train(trainer)
+        trained = trainer.model.merge_and_unload() if settings.lora_r is not None else trainer.model
 
+        def write_model(folder: Path) -> None:
+            trained.config.pad_token_id = tokenizer.pad_token_id
+            trained.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
 
-def _save_reward_model(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    log: pd.DataFrame,
-    metadata: dict[str, Any],
-    output_dir: Path,
-) -> None:
-    with atomic_directory(output_dir) as tmp:
-        model.config.pad_token_id = tokenizer.pad_token_id
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_parquet(log, tmp / "training_log.parquet")
-        write_json(metadata, tmp / "metadata.json")
+        return job.save(output_dir, write_model)

@@ -1,4 +1,4 @@
-"""Device, thread and checkpoint helpers shared by the training stages."""
+"""Resume rule of every training stage: the last complete checkpoint of the same run, nothing else."""
 from __future__ import annotations
 
 import json
@@ -6,24 +6,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from mva_core.artifacts import config_hash, write_json
-
-
-class NonFiniteLossError(RuntimeError):
-    """A training loss (or one of its terms) became NaN or infinite; no artifact is written from such a run."""
-
-
-def check_finite(label: str, loss: torch.Tensor, step: int, batch_ids: Any) -> None:
-    """Raise NonFiniteLossError naming ``label``, the global ``step`` and the batch's pair ids if the scalar ``loss``
-    is NaN or infinite."""
-    if not torch.isfinite(loss):
-        raise NonFiniteLossError(f"{label} is {loss.item()} at global step {step} "
-                                 f"(pair ids: {batch_ids if batch_ids is not None else 'unavailable'})")
-
 
 RUN_FINGERPRINT = "run_fingerprint.json"  # in a checkpoint dir: which run its checkpoints belong to
 
@@ -72,25 +58,3 @@ def _marker_fingerprint(marker: Path) -> str | None:
         return json.loads(marker.read_text()).get("fingerprint")
     except (OSError, ValueError, AttributeError):
         return None
-
-
-
-
-TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb"}
-
-
-def tracking_kwargs(tracking: str, logging_dir: str | Path) -> dict[str, Any]:
-    """TrainingArguments for config key ``tracking``: ``none`` (the default: the job log and training_log.parquet
-    only), ``tensorboard`` (event files under ``logging_dir``) or ``wandb`` (set WANDB_PROJECT etc. in the
-    environment). Fails naming the package when it is not installed."""
-    if tracking not in TRACKERS:
-        raise ValueError(f"tracking {tracking!r}: expected one of {sorted(TRACKERS)}")
-    package = TRACKERS[tracking]
-    if package is None:
-        return {"report_to": []}
-    import importlib.util
-
-    if importlib.util.find_spec(package) is None:
-        raise ImportError(f"config key 'tracking' is {tracking!r} but the package {package!r} is not installed: "
-                          f"pip install {package}")
-    return {"report_to": [tracking], "logging_dir": str(Path(logging_dir) / "tracking")}
