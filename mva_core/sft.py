@@ -12,10 +12,10 @@ from typing import ClassVar
 import pandas as pd
 import torch
 from datasets import Dataset
-from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
+from mva_core.lora import LoraSettings
 from mva_core.precision import Precision
 from mva_core.training.harness import TrainingJob
 
@@ -77,13 +77,8 @@ def run_sft(
     with job:
         tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
         model = AutoModelForCausalLM.from_pretrained(base_model_dir, **job.precision.model_kwargs(torch.float32))
-        peft_config = LoraConfig(
-            r=settings.lora_r,
-            lora_alpha=settings.lora_alpha,
-            lora_dropout=settings.lora_dropout,
-            target_modules=list(settings.target_modules),
-            task_type="CAUSAL_LM",
-        )
+        peft_config = LoraSettings(settings.lora_r, settings.lora_alpha, settings.lora_dropout,
+                                   tuple(settings.target_modules)).peft_config()
         trainer = SFTTrainer(
             model=model, args=job.arguments(SFTConfig, settings, max_length=settings.max_length),
             train_dataset=sft_rows(pairs), processing_class=tokenizer, peft_config=peft_config,

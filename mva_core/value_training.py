@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import DPOConfig
 
@@ -30,24 +30,11 @@ from mva_core.dpo_trainer import (
     preference_dataset,
     total_norm,
 )
+from mva_core.lora import LoraSettings
 from mva_core.modpo import MODPOTrainer
 from mva_core.penalties import PenaltySettings
 from mva_core.precision import Precision
 from mva_core.training.harness import TrainingJob
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA shape of a value vector.
-
-    ``dropout`` is written to the adapter config, but TRL's ``disable_dropout`` (on by default, as in the trl 0.9.6
-    the released code used) sets every dropout, LoRA's included, to 0 while training.
-    """
-
-    r: int = 16
-    alpha: float = 32
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 @dataclass(frozen=True)
@@ -184,15 +171,7 @@ def _fresh_adapter(sft_model_dir: str | os.PathLike, lora: LoraSettings, frozen:
     from ``init_seed``, and the frozen vectors loaded beside it."""
     base = AutoModelForCausalLM.from_pretrained(sft_model_dir, **precision.model_kwargs()).to(precision.device)
     set_seed(init_seed)  # the fresh adapter's initialisation (the trainer reseeds with dpo.seed for the data order)
-    lora_config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(base, lora_config)
+    model = get_peft_model(base, lora.peft_config())
     for value, adapter_dir in frozen.items():
         model.load_adapter(adapter_dir, adapter_name=value, is_trainable=False)
     model.set_adapter(TRAINED_ADAPTER)

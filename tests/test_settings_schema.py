@@ -13,10 +13,11 @@ import yaml
 from mva_core.artifacts import config_hash
 from mva_core.base_model import BaseModelSettings
 from mva_core.config import validate_config
+from mva_core.lora import LoraSettings
 from mva_core.penalties import PenaltySettings
 from mva_core.reward_models import RewardModelSettings
 from mva_core.sft import SFTSettings
-from mva_core.value_training import DPOSettings, LoraSettings
+from mva_core.value_training import DPOSettings
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.schema.yaml").read_text())
 SECTIONS = [  # settings class, schema path of its section, keys the workflow reads itself (not settings)
