@@ -72,16 +72,27 @@ def _remove_stale_temporaries(target: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+def _temporary_beside(target: Path, directory: bool) -> Path:
+    """A fresh temporary file or directory next to ``target`` (after clearing a killed writer's leftovers), with the
+    umask's permissions (tempfile creates them private)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(target)
+    prefix = f".{target.name}."
+    if directory:
+        tmp_path = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+    os.chmod(tmp_path, (0o777 if directory else 0o666) & ~_umask())
+    return tmp_path
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())
+    tmp_path = _temporary_beside(target, directory=False)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -93,10 +104,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary directory next to ``path``; it replaces ``path`` only if the block succeeds."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(target)
-    tmp_path = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    os.chmod(tmp_path, 0o777 & ~_umask())
+    tmp_path = _temporary_beside(target, directory=True)
     try:
         yield tmp_path
         record = _provenance_json()
