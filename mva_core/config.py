@@ -34,6 +34,12 @@ def validate_config(config: Mapping[str, Any]) -> dict:
     return checked
 
 
+def value_dpo_settings(config: Mapping[str, Any], value: str, seed: int) -> dict:
+    """The ``dpo`` section that trains ``value``'s vectors: the run's, with the value's own ``values.<v>.dpo``
+    overrides (e.g. a learning rate per value) and the job's training ``seed``."""
+    return {**config["dpo"], **config["values"][value].get("dpo", {}), "seed": seed}
+
+
 def _check_finite(node: Any, key: str = "") -> None:
     """Reject NaN and ±inf anywhere in the config (JSON-schema bounds let NaN through), naming the key."""
     if isinstance(node, float) and not math.isfinite(node):

@@ -8,7 +8,7 @@ from mva_core.base_model import stop_strings
 from mva_core.config_paths import check_config_paths, check_output_dir, manifest_path
 from mva_core.data import DataError, resolve_source
 from mva_core.fetch import load_manifest, missing_files
-from mva_core.config import check_config_files, validate_config
+from mva_core.config import check_config_files, validate_config, value_dpo_settings
 from mva_core.methods import MethodPlan, value_order
 
 check_config_files(workflow.overwrite_configfiles or [Path(workflow.basedir) / "config.yaml"])
@@ -85,9 +85,9 @@ def value_vector_dirs():
     return sorted({seed_path(job.path, s) for job in PLAN.value_vectors for s in SEEDS})
 
 
-def seeded(section, wildcards):
-    """A training config section with its seed replaced by the job's seed."""
-    return {**config[section], "seed": int(wildcards.seed)}
+def value_dpo(value, wildcards):
+    """The dpo section for one value's vectors (its ``values.<v>.dpo`` overrides applied), with the job's seed."""
+    return value_dpo_settings(config, value, int(wildcards.seed))
 
 
 def method_adapters(wildcards):

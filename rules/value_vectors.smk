@@ -11,7 +11,7 @@ rule train_value_vector:
         directory(f"{SEED_RUN}/value_vectors/{{chain}}/{{value}}"),
     params:
         lora=config["lora"],
-        dpo=lambda wc: seeded("dpo", wc),
+        dpo=lambda wc: value_dpo(wc.value, wc),
         penalty=lambda wc: dict(PLAN.vector_job(wc.chain, wc.value).penalty),
         frozen=lambda wc: PLAN.vector_job(wc.chain, wc.value).frozen_values,
         checkpoint_dir=f"{SEED_RUN}/checkpoints/value_vectors/{{chain}}/{{value}}",
@@ -57,7 +57,7 @@ rule train_modpo_vector:
         directory(f"{SEED_RUN}/modpo_vectors/{{method}}/w{{index}}"),
     params:
         lora=config["lora"],
-        dpo=lambda wc: seeded("dpo", wc),
+        dpo=lambda wc: value_dpo(modpo_job(wc).target, wc),
         weighting=lambda wc: dict(modpo_job(wc).weighting),
         target=lambda wc: modpo_job(wc).target,
         checkpoint_dir=f"{SEED_RUN}/checkpoints/modpo_vectors/{{method}}/w{{index}}",

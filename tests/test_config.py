@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mva_core.config import ConfigError, validate_config, value_order
+from mva_core.config import ConfigError, validate_config, value_dpo_settings, value_order
 from mva_core.methods import MethodPlan, method_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +35,18 @@ def test_defaults_are_filled():
     assert config["data"]["split"] == {"dpo_train": 0.6, "rm_train": 0.3, "eval": 0.1}
 
 
+def test_value_dpo_overrides_apply_to_that_value_only():
+    config = validate_config({"dpo": {"learning_rate": 2e-3, "epochs": 2},
+                              "values": {"a": {"order": 1, "sources": [{"path": "x.json"}]},
+                                         "b": {"order": 2, "sources": [{"path": "y.json"}],
+                                               "dpo": {"learning_rate": 4e-3}}}})
+    assert config["values"]["b"]["dpo"] == {"learning_rate": 4e-3}  # no schema defaults filled into the override
+    a, b = value_dpo_settings(config, "a", seed=7), value_dpo_settings(config, "b", seed=7)
+    assert (a["learning_rate"], b["learning_rate"]) == (2e-3, 4e-3)
+    assert a["epochs"] == b["epochs"] == 2 and a["seed"] == b["seed"] == 7
+    assert {k: v for k, v in a.items() if k != "learning_rate"} == {k: v for k, v in b.items() if k != "learning_rate"}
+
+
 BAD = [
     (lambda c: c["dpo"].update(lerning_rate=1e-4), "lerning_rate"),
     (lambda c: c["dpo"].update(learning_rate=-1.0), "learning_rate"),
@@ -53,6 +65,8 @@ BAD = [
     (lambda c: c.update(seed=-1), ("config key 'seed'",)),
     (lambda c: c["lora"].update(dropout=1.0), ("config key 'lora.dropout'",)),
     (lambda c: c["dpo"].update(warmup_ratio=1.0), ("config key 'dpo.warmup_ratio'",)),
+    (lambda c: c["values"]["helpful"].update(dpo={"batch_size": 8}), ("config key 'values.helpful.dpo'", "batch_size")),
+    (lambda c: c["values"]["helpful"].update(dpo={"learning_rate": 0}), ("config key 'values.helpful.dpo.learning_rate'",)),
     (lambda c: c.update(values={}), ("config key 'values'", "at least 2 required")),
     (lambda c: c["values"]["helpful"].update(sources=[]), ("config key 'values.helpful.sources'", "at least 1 required")),
     (lambda c: c["values"]["helpful"]["sources"][0].update(format="pku"),
