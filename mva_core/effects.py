@@ -7,8 +7,12 @@
   λ_v = 0), other values at 0: how much adding v's vector changes u's reward. Claimed direction: it lowers it
   (the parameter interference the paper says decorrelation removes). Rows ``<method> − <baseline>`` compare a
   method's interference with a penalty-free baseline's; claimed direction: less interference than the baseline.
+  A penalty that shrinks v's vector lowers interference by weakening v alone, so rows
+  ``<method> − <baseline> @ λ_v = x (matched efficacy)`` compare with the baseline's v vector scaled to the same
+  efficacy: x is the baseline's λ level on v's line whose mean v reward is closest to the method's at λ_v = 1,
+  chosen on the selection prompts and reported on the test prompts.
 
-All on the test prompts, with the run's shared cluster resamples (``mva_core.statistics``).
+All estimates on the test prompts, with the run's shared cluster resamples (``mva_core.statistics``).
 """
 from __future__ import annotations
 
@@ -36,15 +40,25 @@ def _lambda_points(points: pd.DataFrame, method: str, values: Sequence[str]) -> 
     return {tuple(float(x) for x in row[cols]): str(row["point_id"]) for _, row in part.iterrows()}
 
 
-class EffectEstimator:
-    """Paired differences of single points' rewards on the test prompts, with the run's resamples."""
+def _point_rewards(table: SeededRewards, method: str, point_id: str, value: str) -> np.ndarray:
+    return table.rewards[:, table.keys.get_loc((method, point_id)), table.values.index(value)]
 
-    def __init__(self, test: SeededRewards, resamples: ClusterResamples, ci: float):
-        self.test, self.resamples, self.ci = test, resamples, ci
+
+class EffectEstimator:
+    """Paired differences of single points' rewards on the test prompts, with the run's resamples; ``selection``
+    (other prompts) is where choices such as the matched-efficacy λ are made."""
+
+    def __init__(self, test: SeededRewards, resamples: ClusterResamples, ci: float,
+                 selection: SeededRewards | None = None):
+        self.test, self.resamples, self.ci, self.selection = test, resamples, ci, selection
 
     def rewards(self, method: str, point_id: str, value: str) -> np.ndarray:
-        """Rewards (seeds, prompts) of one point on one value."""
-        return self.test.rewards[:, self.test.keys.get_loc((method, point_id)), self.test.values.index(value)]
+        """Test rewards (seeds, prompts) of one point on one value."""
+        return _point_rewards(self.test, method, point_id, value)
+
+    def selection_mean(self, method: str, point_id: str, value: str) -> float:
+        """Mean selection-prompt reward of one point on one value."""
+        return float(_point_rewards(self.selection, method, point_id, value).mean())
 
     def row(self, diff: np.ndarray, direction: int = 1) -> dict:
         """Estimate and CI of the mean of the paired difference ``diff`` (seeds, prompts); the verdict with the claimed
@@ -97,4 +111,28 @@ def interference_table(estimator: EffectEstimator, points: pd.DataFrame, values:
                 rows.append({"method": f"{m} − {baseline}", "value_u": u, "value_v": v,
                              "claim": f"{m} interferes less than {baseline}",
                              **estimator.row(d - diffs[(baseline, u, v)])})
+                if estimator.selection is not None:
+                    rows += _matched_efficacy_rows(estimator, points, values, m, baseline, u, v, d)
     return pd.DataFrame(rows, columns=["method", "value_u", "value_v", "claim", *EFFECT_COLUMNS])
+
+
+def _matched_efficacy_rows(estimator: EffectEstimator, points: pd.DataFrame, values: Sequence[str], method: str,
+                           baseline: str, u: str, v: str, interference: np.ndarray) -> list[dict]:
+    """``method``'s interference (u <- v at 1) minus ``baseline``'s with v at the λ whose v efficacy matches."""
+    ours, theirs = _lambda_points(points, method, values), _lambda_points(points, baseline, values)
+    i, j = values.index(u), values.index(v)
+
+    def vec(lu: float, lv: float) -> tuple[float, ...]:
+        return tuple(lu if k == i else lv if k == j else 0.0 for k in range(len(values)))
+
+    levels = [lam for lam in sorted({key[j] for key in theirs})
+              if lam > 0 and vec(0.0, lam) in theirs and vec(1.0, lam) in theirs]
+    if not levels or vec(1.0, 0.0) not in theirs or vec(0.0, 1.0) not in ours:
+        return []
+    target = estimator.selection_mean(method, ours[vec(0.0, 1.0)], v)
+    lam = min(levels, key=lambda x: abs(estimator.selection_mean(baseline, theirs[vec(0.0, x)], v) - target))
+    matched = (estimator.rewards(baseline, theirs[vec(1.0, lam)], u)
+               - estimator.rewards(baseline, theirs[vec(1.0, 0.0)], u))
+    return [{"method": f"{method} − {baseline} @ λ_{v} = {lam:g} (matched efficacy)", "value_u": u, "value_v": v,
+             "claim": f"{method} interferes less than {baseline} at equal efficacy of {v}",
+             **estimator.row(interference - matched)}]

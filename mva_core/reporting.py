@@ -132,7 +132,7 @@ def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFra
     several = len(comparator.selected) > 1
     win_labels = [weighting_label(dict(zip(values, w))) for w in evaluation["weightings"]] + [ALL_WEIGHTINGS]
     leader = comparator.leader()
-    effects = EffectEstimator(test, resamples, ci)
+    effects = EffectEstimator(test, resamples, ci, selection)
     design = pd.DataFrame([{"n_prompts": len(rewards.prompts), "n_selection_prompts": len(selection.prompts),
                             "n_test_prompts": len(test.prompts), "n_seeds": len(test.seeds),
                             "n_weightings": len(weightings), "n_boot": resamples.n_boot, "ci": ci,

@@ -66,3 +66,37 @@ def test_methods_without_lambda_lines_are_skipped(data):
     estimator, points = data
     modpo_like = points.assign(adapter=np.where(points["method"] == "mva", "w0", ""))
     assert set(efficacy_table(estimator, modpo_like, VALUES)["method"]) == {"soup"}
+
+
+def shrunk_world(n_prompts: int, seed: int, prefix: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """MVA's v vector is soup's at half strength (own effect 1·λ_v vs 2·λ_v), and interference follows v's strength:
+    less interference than soup at λ_v = 1, the same at equal efficacy (soup at λ_v = 0.5)."""
+    rng = np.random.default_rng(seed)
+    prompt_effect = rng.normal(size=n_prompts)
+    rows, points = [], []
+    for method, strength in (("mva", 0.5), ("soup", 1.0)):
+        for lam_u in LAMS:
+            for lam_v in LAMS:
+                pid = f"{lam_u:g}_{lam_v:g}"
+                points.append({"method": method, "point_id": pid, "kind": "grid", "lam_u": lam_u, "lam_v": lam_v})
+                means = {"u": 2.0 * lam_u - 1.0 * lam_u * strength * lam_v, "v": 2.0 * strength * lam_v}
+                for value in VALUES:
+                    for j in range(n_prompts):
+                        rows.append({"method": method, "point_id": pid, "prompt_id": f"{prefix}{j:02d}", "value": value,
+                                     "reward": means[value] + prompt_effect[j] + 0.05 * rng.normal(), "seed": 1})
+    return pd.DataFrame(rows), pd.DataFrame(points)
+
+
+def test_matched_efficacy_rows_separate_shrinking_from_decorrelating():
+    test_scores, points = shrunk_world(30, 1, "t")
+    selection_scores, _ = shrunk_world(30, 2, "s")
+    estimator = EffectEstimator(seeded_rewards(test_scores), cluster_resamples(30, 1, 300, 0), 0.95,
+                                selection=seeded_rewards(selection_scores))
+    rows = interference_table(estimator, points, VALUES, baselines=["soup"]).set_index(["method", "value_u", "value_v"])
+    plain = rows.loc[("mva − soup", "u", "v")]
+    assert plain["estimate"] == pytest.approx(0.5, abs=0.05) and plain["verdict"] == "supported"
+    matched = rows.loc[("mva − soup @ λ_v = 0.5 (matched efficacy)", "u", "v")]
+    assert matched["estimate"] == pytest.approx(0.0, abs=0.05) and matched["verdict"] == "inconclusive"
+    assert matched["claim"] == "mva interferes less than soup at equal efficacy of v"
+    without_selection = EffectEstimator(estimator.test, estimator.resamples, 0.95)
+    assert not interference_table(without_selection, points, VALUES, ["soup"])["method"].str.contains("matched").any()
