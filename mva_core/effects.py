@@ -94,8 +94,8 @@ def interference_table(estimator: EffectEstimator, points: pd.DataFrame, values:
                        baselines: Sequence[str]) -> pd.DataFrame:
     """Rows per (method, u, v): R_u(1, 1) − R_u(1, 0); then ``<method> − <baseline>`` rows (paired)."""
     diffs: dict[tuple[str, str, str], np.ndarray] = {}
-    for method in estimator.test.keys.get_level_values("method").unique():
-        lam_points = _lambda_points(points, method, values)
+    by_method = {m: _lambda_points(points, m, values) for m in estimator.test.keys.get_level_values("method").unique()}
+    for method, lam_points in by_method.items():
         for i, u in enumerate(values):
             for j, v in enumerate(values):
                 alone = tuple(1.0 if k == i else 0.0 for k in range(len(values)))
@@ -112,14 +112,16 @@ def interference_table(estimator: EffectEstimator, points: pd.DataFrame, values:
                              "claim": f"{m} interferes less than {baseline}",
                              **estimator.row(d - diffs[(baseline, u, v)])})
                 if estimator.selection is not None:
-                    rows += _matched_efficacy_rows(estimator, points, values, m, baseline, u, v, d)
+                    rows += _matched_efficacy_rows(estimator, by_method[m], by_method[baseline], values, m,
+                                                   baseline, u, v, d)
     return pd.DataFrame(rows, columns=["method", "value_u", "value_v", "claim", *EFFECT_COLUMNS])
 
 
-def _matched_efficacy_rows(estimator: EffectEstimator, points: pd.DataFrame, values: Sequence[str], method: str,
-                           baseline: str, u: str, v: str, interference: np.ndarray) -> list[dict]:
-    """``method``'s interference (u <- v at 1) minus ``baseline``'s with v at the λ whose v efficacy matches."""
-    ours, theirs = _lambda_points(points, method, values), _lambda_points(points, baseline, values)
+def _matched_efficacy_rows(estimator: EffectEstimator, ours: dict[tuple[float, ...], str],
+                           theirs: dict[tuple[float, ...], str], values: Sequence[str], method: str, baseline: str,
+                           u: str, v: str, interference: np.ndarray) -> list[dict]:
+    """``method``'s interference (u <- v at 1) minus ``baseline``'s with v at the λ whose v efficacy matches
+    (``ours``/``theirs``: λ vector -> point_id of the method and of the baseline)."""
     i, j = values.index(u), values.index(v)
 
     def vec(lu: float, lv: float) -> tuple[float, ...]:
