@@ -3,13 +3,14 @@
 - **Efficacy**: for each method, value v and λ on v's own single-vector line (other values at 0), the paired
   difference of v's mean test reward against the SFT model; and the Spearman correlation of λ (0 included) with
   the mean own reward. Claimed direction: above SFT.
-- **Interference** (grid methods): for each ordered value pair (u, v), R_u(λ_u = 1, λ_v = 1) − R_u(λ_u = 1,
-  λ_v = 0), other values at 0: how much adding v's vector changes u's reward. Claimed direction: it lowers it
+- **Interference** (grid methods): for each ordered value pair (u, v) and level λ (``evaluation.interference_lambdas``,
+  default 1), R_u(λ_u = λ, λ_v = λ) − R_u(λ_u = λ, λ_v = 0), other values at 0: how much adding v's vector changes
+  u's reward (λ > 1: under extrapolation). Claimed direction: it lowers it
   (the parameter interference the paper says decorrelation removes). Rows ``<method> − <baseline>`` compare a
   method's interference with a penalty-free baseline's; claimed direction: less interference than the baseline.
   A penalty that shrinks v's vector lowers interference by weakening v alone, so rows
   ``<method> − <baseline> @ λ_v = x (matched efficacy)`` compare with the baseline's v vector scaled to the same
-  efficacy: x is the baseline's λ level on v's line whose mean v reward is closest to the method's at λ_v = 1,
+  efficacy: x is the baseline's λ level on v's line whose mean v reward is closest to the method's at λ_v = λ,
   chosen on the selection prompts and reported on the test prompts.
 
 All estimates on the test prompts, with the run's shared cluster resamples (``mva_core.statistics``).
@@ -91,50 +92,53 @@ def efficacy_table(estimator: EffectEstimator, points: pd.DataFrame, values: Seq
 
 
 def interference_table(estimator: EffectEstimator, points: pd.DataFrame, values: Sequence[str],
-                       baselines: Sequence[str]) -> pd.DataFrame:
-    """Rows per (method, u, v): R_u(1, 1) − R_u(1, 0); then ``<method> − <baseline>`` rows (paired)."""
-    diffs: dict[tuple[str, str, str], np.ndarray] = {}
+                       baselines: Sequence[str], lambdas: Sequence[float] = (1.0,)) -> pd.DataFrame:
+    """Rows per (method, u, v, λ in ``lambdas``): R_u(λ, λ) − R_u(λ, 0); then ``<method> − <baseline>`` rows
+    (paired), plain and at matched efficacy."""
+    diffs: dict[tuple[str, str, str, float], np.ndarray] = {}
     by_method = {m: _lambda_points(points, m, values) for m in estimator.test.keys.get_level_values("method").unique()}
     for method, lam_points in by_method.items():
-        for i, u in enumerate(values):
-            for j, v in enumerate(values):
-                alone = tuple(1.0 if k == i else 0.0 for k in range(len(values)))
-                both = tuple(1.0 if k in (i, j) else 0.0 for k in range(len(values)))
-                if i != j and alone in lam_points and both in lam_points:
-                    diffs[(method, u, v)] = (estimator.rewards(method, lam_points[both], u)
-                                             - estimator.rewards(method, lam_points[alone], u))
-    rows = [{"method": m, "value_u": u, "value_v": v, "claim": "adding v lowers u", **estimator.row(d, direction=-1)}
-            for (m, u, v), d in diffs.items()]
+        for lam in lambdas:
+            for i, u in enumerate(values):
+                for j, v in enumerate(values):
+                    alone = tuple(lam if k == i else 0.0 for k in range(len(values)))
+                    both = tuple(lam if k in (i, j) else 0.0 for k in range(len(values)))
+                    if i != j and alone in lam_points and both in lam_points:
+                        diffs[(method, u, v, lam)] = (estimator.rewards(method, lam_points[both], u)
+                                                      - estimator.rewards(method, lam_points[alone], u))
+    rows = [{"method": m, "value_u": u, "value_v": v, "lambda": lam, "claim": "adding v lowers u",
+             **estimator.row(d, direction=-1)} for (m, u, v, lam), d in diffs.items()]
     for baseline in baselines:
-        for (m, u, v), d in diffs.items():
-            if m != baseline and (baseline, u, v) in diffs:
-                rows.append({"method": f"{m} − {baseline}", "value_u": u, "value_v": v,
+        for (m, u, v, lam), d in diffs.items():
+            if m != baseline and (baseline, u, v, lam) in diffs:
+                rows.append({"method": f"{m} − {baseline}", "value_u": u, "value_v": v, "lambda": lam,
                              "claim": f"{m} interferes less than {baseline}",
-                             **estimator.row(d - diffs[(baseline, u, v)])})
+                             **estimator.row(d - diffs[(baseline, u, v, lam)])})
                 if estimator.selection is not None:
                     rows += _matched_efficacy_rows(estimator, by_method[m], by_method[baseline], values, m,
-                                                   baseline, u, v, d)
-    return pd.DataFrame(rows, columns=["method", "value_u", "value_v", "claim", *EFFECT_COLUMNS])
+                                                   baseline, (u, v, lam), d)
+    return pd.DataFrame(rows, columns=["method", "value_u", "value_v", "lambda", "claim", *EFFECT_COLUMNS])
 
 
 def _matched_efficacy_rows(estimator: EffectEstimator, ours: dict[tuple[float, ...], str],
                            theirs: dict[tuple[float, ...], str], values: Sequence[str], method: str, baseline: str,
-                           u: str, v: str, interference: np.ndarray) -> list[dict]:
-    """``method``'s interference (u <- v at 1) minus ``baseline``'s with v at the λ whose v efficacy matches
-    (``ours``/``theirs``: λ vector -> point_id of the method and of the baseline)."""
+                           pair: tuple[str, str, float], interference: np.ndarray) -> list[dict]:
+    """``method``'s interference (u <- v, both at λ) minus ``baseline``'s with v at the level whose v efficacy
+    matches the method's at λ (``ours``/``theirs``: λ vector -> point_id of the method and of the baseline)."""
+    u, v, level = pair
     i, j = values.index(u), values.index(v)
 
     def vec(lu: float, lv: float) -> tuple[float, ...]:
         return tuple(lu if k == i else lv if k == j else 0.0 for k in range(len(values)))
 
     levels = [lam for lam in sorted({key[j] for key in theirs})
-              if lam > 0 and vec(0.0, lam) in theirs and vec(1.0, lam) in theirs]
-    if not levels or vec(1.0, 0.0) not in theirs or vec(0.0, 1.0) not in ours:
+              if lam > 0 and vec(0.0, lam) in theirs and vec(level, lam) in theirs]
+    if not levels or vec(level, 0.0) not in theirs or vec(0.0, level) not in ours:
         return []
-    target = estimator.selection_mean(method, ours[vec(0.0, 1.0)], v)
+    target = estimator.selection_mean(method, ours[vec(0.0, level)], v)
     lam = min(levels, key=lambda x: abs(estimator.selection_mean(baseline, theirs[vec(0.0, x)], v) - target))
-    matched = (estimator.rewards(baseline, theirs[vec(1.0, lam)], u)
-               - estimator.rewards(baseline, theirs[vec(1.0, 0.0)], u))
+    matched = (estimator.rewards(baseline, theirs[vec(level, lam)], u)
+               - estimator.rewards(baseline, theirs[vec(level, 0.0)], u))
     return [{"method": f"{method} − {baseline} @ λ_{v} = {lam:g} (matched efficacy)", "value_u": u, "value_v": v,
-             "claim": f"{method} interferes less than {baseline} at equal efficacy of {v}",
+             "lambda": level, "claim": f"{method} interferes less than {baseline} at equal efficacy of {v}",
              **estimator.row(interference - matched)}]

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from mva_core.artifacts import atomic_file
 from mva_core.contracts import (
     EFFICACY,
+    INTERFERENCE,
     NUMBER,
     SENSITIVITY,
     TRAINING_LOG,
@@ -296,4 +297,39 @@ def plot_efficacy(efficacy: pd.DataFrame, path_stem: str | os.PathLike) -> Figur
         ax.set_title(f"{value}: own reward along its vector")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
+    return save_figure(fig, path_stem)
+
+
+def plot_interference(interference: pd.DataFrame, path_stem: str | os.PathLike) -> FigurePaths:
+    """Forest plot of ``tables/interference``: one panel per ordered pair (u <- v), a row per method and per
+    paired difference with a baseline (plain and at matched efficacy) at each λ, estimate and CI; filled markers
+    where the verdict is ``supported``. A grid without the λ points the table needs gets a panel that says so."""
+    validate_table(interference, INTERFERENCE)
+    pairs = list(dict.fromkeys(zip(interference["value_u"], interference["value_v"])))
+    rows_per_panel = max([int(((interference["value_u"] == u) & (interference["value_v"] == v)).sum())
+                          for u, v in pairs] or [0])
+    ncols = min(2, max(len(pairs), 1))
+    nrows = -(-max(len(pairs), 1) // ncols)
+    fig = Figure(figsize=(6.5 * ncols, nrows * max(2.5, 0.45 * rows_per_panel + 1.2)), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(pairs):]:
+        ax.set_axis_off()
+    levels = sorted(set(interference["lambda"]))
+    at = f"λ = {levels[0]:g}" if len(levels) == 1 else "λ_u = λ_v = λ"
+    if not pairs:
+        axes[0].text(0.5, 0.5, "no interference rows: the grid lacks λ_u = 1 with λ_v = 0 and 1", ha="center",
+                     va="center", transform=axes[0].transAxes)
+    for ax, (u, v) in zip(axes, pairs):
+        part = interference[(interference["value_u"] == u) & (interference["value_v"] == v)].iloc[::-1]
+        labels = [m if len(levels) == 1 else f"{m} (λ = {lam:g})" for m, lam in zip(part["method"], part["lambda"])]
+        y = np.arange(len(part))
+        for row, yy in zip(part.itertuples(), y):
+            colour = _color(0 if " − " not in row.method else 1 if "matched" not in row.method else 2)
+            ax.errorbar([row.estimate], [yy], xerr=[[row.estimate - row.ci_low], [row.ci_high - row.estimate]],
+                        fmt="o", capsize=3, color=colour, mfc=colour if row.verdict == "supported" else "white")
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(y, labels, fontsize="small")
+        ax.set_xlabel(f"change in {u} reward from adding {v} at {at}\n(a − b rows: a's change minus b's)")
+        ax.set_title(f"{u} ← {v}")
+        ax.grid(alpha=0.3, axis="x")
     return save_figure(fig, path_stem)

@@ -15,6 +15,7 @@ from mva_core.effects import EffectEstimator, efficacy_table, interference_table
 from mva_core.figures import (
     plot_efficacy,
     plot_frontiers,
+    plot_interference,
     plot_reward_heatmaps,
     plot_sensitivity,
     plot_single_vectors,
@@ -147,14 +148,15 @@ def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFra
         seed_hypervolumes=hypervolume_by_seed(comparator, test.seeds, ci),
         design=design,
         efficacy=efficacy_table(effects, points, values),
-        interference=interference_table(effects, points, values, baselines),
+        interference=interference_table(effects, points, values, baselines, evaluation["interference_lambdas"]),
     )
 
 
 def write_figures(tables: EvaluationTables, points: pd.DataFrame, training_logs: Mapping[str, pd.DataFrame],
                   out_dir: str | Path, values: Sequence[str], heatmap_methods: Sequence[str],
-                  sensitivity: pd.DataFrame | None = None) -> list[Path]:
-    """Fig. 2-5 style figures (PNG + PDF) for this run; returns every file written."""
+                  sensitivity: pd.DataFrame | None = None, interference: bool = False) -> list[Path]:
+    """Fig. 2-5 style figures (PNG + PDF) for this run, and the interference forest plot if ``interference``;
+    returns every file written."""
     out = Path(out_dir)
     wide = wide_means(tables.means, with_ci=True)
     frontier_ids = dict(zip(tables.frontiers["method"], tables.frontiers["frontier_ids"]))
@@ -170,6 +172,8 @@ def write_figures(tables: EvaluationTables, points: pd.DataFrame, training_logs:
     written += plot_single_vectors(wide, points, out / "single_value_vectors", error_bars=True)
     if len(tables.efficacy):
         written += plot_efficacy(tables.efficacy, out / "efficacy")
+    if interference:
+        written += plot_interference(tables.interference, out / "interference")
     written += plot_training_curves(dict(training_logs), out / "training_curves")
     if sensitivity is not None:
         written += plot_sensitivity(sensitivity, out / "sensitivity")

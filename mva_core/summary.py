@@ -106,7 +106,7 @@ def effect_lines(efficacy: pd.DataFrame, interference: pd.DataFrame, at_chance: 
         if at_chance:
             lines += [f"(Evaluators of {sorted(at_chance)} are at chance: their efficacy rows are not evidence.)", ""]
     if len(interference):
-        lines += ["## Interference: adding value v's vector changes value u's reward (λ_u = λ_v = 1 vs λ_u = 1)", "",
+        lines += ["## Interference: adding value v's vector changes value u's reward (λ_u = λ_v = λ vs λ_u = λ alone)", "",
                   to_markdown(interference), ""]
     return lines
 

@@ -10,6 +10,7 @@ FIGURE_STEMS = (
     + [f"heatmap_{m}" for m in HEATMAP_METHODS]
     + ["single_value_vectors", "training_curves"]
     + (["efficacy"] if PLAN.efficacy else [])
+    + (["interference"] if PLAN.interference else [])
     + (["sensitivity"] if SENSITIVITY else [])
 )
 TRAINING_RUNS = [(job.chain, job.value) for job in PLAN.value_vectors]
@@ -40,6 +41,7 @@ rule figures:
         method_settings={m: config["methods"][m] for m in VECTOR_METHODS},
         decorrelation_sets=PLAN.decorrelation_sets,
         sensitivity=SENSITIVITY,
+        interference=PLAN.interference,
         log_labels=[f"{c}/{v}" for c, v in TRAINING_RUNS],
         tables=list(TABLES),
         run_name=config["run_name"],

@@ -68,15 +68,16 @@ def test_methods_without_lambda_lines_are_skipped(data):
     assert set(efficacy_table(estimator, modpo_like, VALUES)["method"]) == {"soup"}
 
 
-def shrunk_world(n_prompts: int, seed: int, prefix: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """MVA's v vector is soup's at half strength (own effect 1·λ_v vs 2·λ_v), and interference follows v's strength:
-    less interference than soup at λ_v = 1, the same at equal efficacy (soup at λ_v = 0.5)."""
+def shrunk_world(n_prompts: int, seed: int, prefix: str, lams: tuple[float, ...] = tuple(LAMS),
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """MVA's v vector is soup's at half strength (own effect 1·λ_v vs 2·λ_v), and interference follows v's strength
+    (−strength·λ_u·λ_v): less interference than soup at λ_v = 1, the same at equal efficacy (soup at λ_v = 0.5)."""
     rng = np.random.default_rng(seed)
     prompt_effect = rng.normal(size=n_prompts)
     rows, points = [], []
     for method, strength in (("mva", 0.5), ("soup", 1.0)):
-        for lam_u in LAMS:
-            for lam_v in LAMS:
+        for lam_u in lams:
+            for lam_v in lams:
                 pid = f"{lam_u:g}_{lam_v:g}"
                 points.append({"method": method, "point_id": pid, "kind": "grid", "lam_u": lam_u, "lam_v": lam_v})
                 means = {"u": 2.0 * lam_u - 1.0 * lam_u * strength * lam_v, "v": 2.0 * strength * lam_v}
@@ -100,3 +101,21 @@ def test_matched_efficacy_rows_separate_shrinking_from_decorrelating():
     assert matched["claim"] == "mva interferes less than soup at equal efficacy of v"
     without_selection = EffectEstimator(estimator.test, estimator.resamples, 0.95)
     assert not interference_table(without_selection, points, VALUES, ["soup"])["method"].str.contains("matched").any()
+
+
+def test_interference_under_extrapolation_matches_efficacy_at_its_own_level():
+    lams = (0.0, 0.5, 1.0, 2.0)
+    test_scores, points = shrunk_world(30, 1, "t", lams)
+    selection_scores, _ = shrunk_world(30, 2, "s", lams)
+    estimator = EffectEstimator(seeded_rewards(test_scores), cluster_resamples(30, 1, 300, 0), 0.95,
+                                selection=seeded_rewards(selection_scores))
+    table = interference_table(estimator, points, VALUES, ["soup"], lambdas=(1.0, 2.0))
+    rows = table.set_index(["method", "value_u", "value_v", "lambda"])
+    assert rows.loc[("soup", "u", "v", 2.0), "estimate"] == pytest.approx(-4.0, abs=0.05)  # −λ_u·λ_v
+    assert rows.loc[("mva − soup", "u", "v", 2.0), "estimate"] == pytest.approx(2.0, abs=0.05)
+    # MVA's v efficacy at λ_v = 2 is soup's at 1: the matched row at λ = 2 compares with soup at (2, 1)
+    matched = rows.loc[("mva − soup @ λ_v = 1 (matched efficacy)", "u", "v", 2.0)]
+    assert matched["estimate"] == pytest.approx(0.0, abs=0.05) and matched["verdict"] == "inconclusive"
+    assert rows.loc[("mva − soup @ λ_v = 0.5 (matched efficacy)", "u", "v", 1.0), "estimate"] == pytest.approx(
+        0.0, abs=0.05)
+    assert sorted(set(table["lambda"])) == [1.0, 2.0]

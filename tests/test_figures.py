@@ -10,6 +10,7 @@ from mva_core.figures import (
     FigurePaths,
     plot_efficacy,
     plot_frontiers,
+    plot_interference,
     plot_reward_heatmaps,
     plot_sensitivity,
     plot_single_vectors,
@@ -40,7 +41,7 @@ def run() -> dict:
     scores = pd.DataFrame(score_rows, columns=["method", "point_id", "prompt_id", "value", "reward"])
     prompts = pd.DataFrame({"prompt_id": [f"q{j}" for j in range(12)], "origin": "x"})
     evaluation = {"bootstrap": 50, "ci": 0.95, "reference_point": "min", "selection_fraction": 0.5,
-                  "selection_weightings": None, "weightings": [[0.5, 0.5], [0.0, 1.0]], "win_rate_target": "mva",
+                  "interference_lambdas": [1.0], "selection_weightings": None, "weightings": [[0.5, 0.5], [0.0, 1.0]], "win_rate_target": "mva",
                   "tie_tolerance": 0.0}
     tables = build_tables(scores, points, prompts, evaluation, ["harmless", "helpful"], seed=0)
     return {"points": points, "wide": wide_means(tables.means, with_ci=True), "wins": tables.win_rates,
@@ -124,6 +125,35 @@ def test_plot_efficacy_draws_a_line_per_method_and_a_panel_per_value(tmp_path):
     assert [ax.get_title() for ax in axes] == ["helpful: own reward along its vector", "harmless: own reward along its vector"]
     soup_line = axes[1].containers[1].lines[0]
     np.testing.assert_allclose(soup_line.get_ydata(), [0.0, 0.4, 0.8])  # from 0 at λ = 0, then the estimates
+
+
+def test_plot_interference_draws_a_panel_per_pair_and_a_row_per_method_and_difference(tmp_path):
+    rows = [("mva", "a", "b", -1.0, "supported"), ("soup", "a", "b", -3.0, "supported"),
+            ("mva − soup", "a", "b", 2.0, "supported"), ("mva − soup @ λ_b = 0.5 (matched efficacy)", "a", "b", 0.2,
+                                                         "inconclusive"),
+            ("mva", "b", "a", 0.1, "inconclusive"), ("soup", "b", "a", 0.0, "inconclusive")]
+    table = pd.DataFrame([{"method": m, "value_u": u, "value_v": v, "lambda": 1.0, "estimate": e, "ci_low": e - 0.5,
+                           "ci_high": e + 0.5, "verdict": verdict} for m, u, v, e, verdict in rows])
+    axes = assert_written(plot_interference(table, tmp_path / "interference")).axes
+    assert [ax.get_title() for ax in axes] == ["a ← b", "b ← a"]
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == [m for m, *_ in rows[3::-1]]  # first row on top
+    points = [c.lines[0] for c in axes[0].containers]
+    assert [float(line.get_xdata()[0]) for line in points] == [0.2, 2.0, -3.0, -1.0]
+    assert points[0].get_markerfacecolor() == "white" and points[1].get_markerfacecolor() != "white"
+    assert axes[1].get_xlabel().startswith("change in b reward from adding a at λ = 1")
+    two_levels = pd.concat([table, table.assign(**{"lambda": 2.0})], ignore_index=True)
+    axes = plot_interference(two_levels, tmp_path / "two_levels").figure.axes
+    assert [t.get_text() for t in axes[1].get_yticklabels()] == ["soup (λ = 2)", "mva (λ = 2)", "soup (λ = 1)",
+                                                                 "mva (λ = 1)"]
+    assert "at λ_u = λ_v = λ" in axes[1].get_xlabel()
+
+
+def test_plot_interference_says_when_the_grid_has_no_interference_points(tmp_path):
+    empty = pd.DataFrame(columns=["method", "value_u", "value_v", "lambda", "estimate", "ci_low", "ci_high", "verdict"])
+    numbers = {"lambda": float, "estimate": float, "ci_low": float, "ci_high": float}
+    axes = assert_written(plot_interference(empty.astype(numbers),
+                                            tmp_path / "interference")).axes
+    assert "no interference rows" in axes[0].texts[0].get_text()
 
 
 def test_plot_win_rates_one_panel_per_weighting_and_a_bar_per_baseline_and_value(run, tmp_path):

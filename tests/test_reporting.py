@@ -12,8 +12,8 @@ from mva_core.statistics import accuracy_check
 from mva_core.summary import summary_markdown
 
 EVALUATION = {"bootstrap": 200, "ci": 0.95, "reference_point": "sft", "weightings": [[0.5, 0.5]],
-              "selection_weightings": None, "selection_fraction": 0.5, "win_rate_target": "good",
-              "tie_tolerance": 0.0}
+              "selection_weightings": None, "selection_fraction": 0.5, "interference_lambdas": [1.0],
+              "win_rate_target": "good", "tie_tolerance": 0.0}
 VALUES = ["helpful", "harmless"]  # training order; tables sort values alphabetically
 
 

@@ -28,7 +28,7 @@ with logged_job(snakemake) as log:
     write_parquet(sensitivity, snakemake.output.sensitivity)
     figure_dir, run_dir = Path(snakemake.output.pngs[0]).parent, Path(snakemake.output.summary).parent
     written = write_figures(tables, points, logs, figure_dir, params.values, params.heatmap_methods,
-                            sensitivity if params.sensitivity else None)
+                            sensitivity if params.sensitivity else None, params.interference)
     log.info("wrote %s", [str(p) for p in written])
     benchmarks = glob.glob(f"{run_dir}/benchmarks/**/*.tsv", recursive=True)
     text = summary_markdown(params.run_name, tables, read_accuracies(inp.accuracy), decorrelation,

@@ -39,7 +39,7 @@ class Method:
     efficacy: ClassVar[bool] = False
     """Its points put each value vector alone on a λ line from SFT (``tables/efficacy``, ``figures/efficacy``)."""
     interference: ClassVar[bool] = False
-    """Its points can include λ_u = 1 alone and with λ_v = 1 (``tables/interference``)."""
+    """Its points can include λ_u = 1 alone and with λ_v = 1 (``tables/interference``, ``figures/interference``)."""
 
     @property
     def penalty(self) -> Mapping[str, Any]:

@@ -79,6 +79,11 @@ class MethodPlan:
         return any(m.efficacy for m in self)
 
     @property
+    def interference(self) -> bool:
+        """Whether any method can have interference rows (``figures/interference``)."""
+        return any(m.interference for m in self)
+
+    @property
     def sensitivity_figure(self) -> bool:
         """``figures/sensitivity`` is drawn when the weight sweep of the vector methods has at least 3 weights."""
         weights = {self[name].sensitivity_weight for name in self.vector_methods}
