@@ -118,6 +118,13 @@ class Comparator:
         rows = [row for other in self.selected if other != target for row in self.compare(target, other)]
         return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
+    def against_baselines(self, baselines: Sequence[str]) -> pd.DataFrame:
+        """Every method against each penalty-free baseline: the comparisons table's hypervolume rows and its rows
+        averaged over weightings (``all``), method a being the method and b the baseline."""
+        rows = [row for b in baselines if b in self.selected for a in self.selected if a != b
+                for row in self.compare(a, b) if row["weighting"] in ("", ALL_WEIGHTINGS)]
+        return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
     def win_rate_table(self, target: str, weightings: Sequence[str]) -> pd.DataFrame:
         """Win/tie/loss counts over (seed, test prompt) and win rate with CI, for the given weighting labels."""
         rows = []

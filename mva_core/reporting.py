@@ -46,6 +46,7 @@ class EvaluationTables:
     selections: pd.DataFrame
     win_rates: pd.DataFrame
     comparisons: pd.DataFrame
+    baseline_comparisons: pd.DataFrame
     leader: pd.DataFrame
     seed_hypervolumes: pd.DataFrame
     design: pd.DataFrame
@@ -112,7 +113,7 @@ def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFra
     efficacy and interference tables (``mva_core.effects``).
 
     ``values`` is the training order (weightings are given in it); ``seed`` seeds the resamples; ``baselines`` are
-    the penalty-free grid methods other methods' interference is compared with.
+    the penalty-free grid methods other methods' interference and held-out rewards are compared with.
     """
     rewards = seeded_rewards(scores)
     split = split_prompts(prompts[prompts["prompt_id"].isin(rewards.prompts)], evaluation["selection_fraction"])
@@ -144,6 +145,7 @@ def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFra
         selections=selections,
         win_rates=comparator.win_rate_table(target, win_labels) if several else pd.DataFrame(),
         comparisons=comparator.comparisons(target) if several else pd.DataFrame(),
+        baseline_comparisons=comparator.against_baselines(baselines),
         leader=pd.DataFrame([leader[2]]) if leader else pd.DataFrame(),
         seed_hypervolumes=hypervolume_by_seed(comparator, test.seeds, ci),
         design=design,

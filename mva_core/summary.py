@@ -80,6 +80,19 @@ def claim_lines(comparisons: pd.DataFrame, target: str, at_chance: set[str]) -> 
     return lines
 
 
+def baseline_lines(comparisons: pd.DataFrame, at_chance: set[str]) -> list[str]:
+    """Every method against each penalty-free baseline: hypervolume and the rows averaged over weightings."""
+    if comparisons.empty:
+        return []
+    columns = ["method_a", "method_b", "metric", "value", "estimate", "ci_low", "ci_high", "verdict"]
+    lines = ["## Each method against the penalty-free baselines (a − b, paired, test prompts, averaged over "
+             "weightings)", "", to_markdown(comparisons[columns]), ""]
+    if at_chance:
+        lines += [f"(Evaluators of {sorted(at_chance)} are at chance: rows on them, hypervolume included, are not "
+                  "evidence.)", ""]
+    return lines
+
+
 def leader_line(leader: pd.DataFrame) -> list[str]:
     if leader.empty:
         return []
@@ -152,6 +165,7 @@ def summary_markdown(run_name: str, tables, rm_accuracy: Sequence[Mapping], deco
     claims = claim_lines(tables.comparisons, target, at_chance)
     if claims:
         lines += [f"## Claims: {target} against each other method (paired, test prompts)", "", *claims, ""]
+    lines += baseline_lines(tables.baseline_comparisons, at_chance)
     seeds = tables.seed_hypervolumes
     if seeds["seed"].nunique() > 2:
         across = seeds[seeds["seed"] == "all"]

@@ -4,10 +4,10 @@
 
 # Tables of the frontiers rule: field of mva_core.reporting.EvaluationTables -> tables/<file>.parquet
 TABLES = {"means": "mean_rewards", "frontiers": "frontiers", "selections": "selections", "win_rates": "win_rates",
-          "comparisons": "comparisons", "leader": "hypervolume_leader", "seed_hypervolumes": "hypervolume_by_seed",
+          "comparisons": "comparisons", "baseline_comparisons": "baseline_comparisons", "leader": "hypervolume_leader", "seed_hypervolumes": "hypervolume_by_seed",
           "design": "design", "efficacy": "efficacy", "interference": "interference"}
-MARKDOWN_TABLES = ["frontiers", "win_rates", "comparisons", "efficacy", "interference"]
-# Penalty-free baselines whose interference every other method is compared with.
+MARKDOWN_TABLES = ["frontiers", "win_rates", "comparisons", "baseline_comparisons", "efficacy", "interference"]
+# Penalty-free baselines whose interference and held-out rewards every other method is compared with.
 INTERFERENCE_BASELINES = PLAN.baselines
 
 

@@ -74,6 +74,23 @@ def test_comparisons_support_a_real_difference_and_the_leader_is_named(tables):
     assert set(wins.index.get_level_values("weighting")) == {"helpful=0.5,harmless=0.5", "all"}
 
 
+def test_every_method_is_compared_with_each_penalty_free_baseline():
+    scores, points, prompts = synthetic_run(seeds=(1,))
+    worse = scores[scores["method"] == "bad"].assign(method="worse", reward=lambda d: d["reward"] - 1.0)
+    three = pd.concat([scores, worse], ignore_index=True)
+    points = pd.concat([points, points[points["method"] == "bad"].assign(method="worse")], ignore_index=True)
+    built = build_tables(three, points, prompts, EVALUATION, VALUES, seed=0, baselines=["bad"])
+    rows = built.baseline_comparisons.set_index(["method_a", "method_b", "metric", "value"])
+    assert set(rows.index.get_level_values("method_b")) == {"bad"}  # the target's own table only has good − x
+    assert set(rows.index.get_level_values("method_a")) == {"good", "worse"}
+    assert rows.loc[("good", "bad", "hypervolume", ""), "verdict"] == "supported"
+    assert rows.loc[("worse", "bad", "mean_reward", "helpful"), "verdict"] == "contradicted"
+    assert set(built.baseline_comparisons["weighting"]) == {"", "all"}  # headline rows only
+    text = summary_markdown("three", built, [accuracy("helpful", 60), accuracy("harmless", 60)], {}, None, "good")
+    assert "## Each method against the penalty-free baselines" in text and "| worse | bad | hypervolume |" in text
+    assert build_tables(scores, points, prompts, EVALUATION, VALUES, seed=0).baseline_comparisons.empty
+
+
 def test_seed_hypervolumes_describe_each_seed(tables):
     per_seed = tables.seed_hypervolumes
     assert set(per_seed["seed"]) == {"1", "2", "all"}
