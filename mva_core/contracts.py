@@ -109,8 +109,8 @@ EFFICACY = TableContract("efficacy", {
     "method": TEXT, "value": TEXT, "lambda": NUMBER, "estimate": NUMBER, "ci_low": NUMBER, "ci_high": NUMBER,
     "verdict": TEXT, "spearman": OPTIONAL_NUMBER})
 INTERFERENCE = TableContract("interference", {
-    "method": TEXT, "value_u": TEXT, "value_v": TEXT, "lambda": NUMBER, "estimate": NUMBER, "ci_low": NUMBER, "ci_high": NUMBER,
-    "verdict": TEXT})
+    "method": TEXT, "value_u": TEXT, "value_v": TEXT, "lambda": NUMBER, "estimate": NUMBER, "ci_low": NUMBER,
+    "ci_high": NUMBER, "verdict": TEXT})
 SENSITIVITY = TableContract("sensitivity", {
     "weight": NUMBER, "series": TEXT, "hypervolume": NUMBER, "hv_ci_low": NUMBER, "hv_ci_high": NUMBER,
     "hsic_lora_a_sigma1": OPTIONAL_NUMBER})

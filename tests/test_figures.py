@@ -41,8 +41,8 @@ def run() -> dict:
     scores = pd.DataFrame(score_rows, columns=["method", "point_id", "prompt_id", "value", "reward"])
     prompts = pd.DataFrame({"prompt_id": [f"q{j}" for j in range(12)], "origin": "x"})
     evaluation = {"bootstrap": 50, "ci": 0.95, "reference_point": "min", "selection_fraction": 0.5,
-                  "interference_lambdas": [1.0], "selection_weightings": None, "weightings": [[0.5, 0.5], [0.0, 1.0]], "win_rate_target": "mva",
-                  "tie_tolerance": 0.0}
+                  "interference_lambdas": [1.0], "selection_weightings": None, "weightings": [[0.5, 0.5], [0.0, 1.0]],
+                  "win_rate_target": "mva", "tie_tolerance": 0.0}
     tables = build_tables(scores, points, prompts, evaluation, ["harmless", "helpful"], seed=0)
     return {"points": points, "wide": wide_means(tables.means, with_ci=True), "wins": tables.win_rates,
             "frontier_ids": dict(zip(tables.frontiers["method"], tables.frontiers["frontier_ids"]))}
