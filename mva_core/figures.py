@@ -306,8 +306,7 @@ def plot_interference(interference: pd.DataFrame, path_stem: str | os.PathLike) 
     where the verdict is ``supported``. A grid without the λ points the table needs gets a panel that says so."""
     validate_table(interference, INTERFERENCE)
     pairs = list(dict.fromkeys(zip(interference["value_u"], interference["value_v"])))
-    rows_per_panel = max([int(((interference["value_u"] == u) & (interference["value_v"] == v)).sum())
-                          for u, v in pairs] or [0])
+    rows_per_panel = int(interference.groupby(["value_u", "value_v"]).size().max()) if pairs else 0
     ncols = min(2, max(len(pairs), 1))
     nrows = -(-max(len(pairs), 1) // ncols)
     fig = Figure(figsize=(6.5 * ncols, nrows * max(2.5, 0.45 * rows_per_panel + 1.2)), layout="constrained")
