@@ -37,7 +37,7 @@ def run_sharded(n_rows: int, shard_size: int, folder: Path | None, compute: Call
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    recorded = read_checksums(folder / CHECKSUMS_FILE) if folder is not None else {}
+    recorded = _recorded_checksums(folder) if folder is not None else {}
     frames = []
     for index, start in enumerate(range(0, n_rows, shard_size)):
         stop = min(start + shard_size, n_rows)
@@ -56,6 +56,15 @@ def run_sharded(n_rows: int, shard_size: int, folder: Path | None, compute: Call
             write_text(format_checksums(recorded), folder / CHECKSUMS_FILE)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def _recorded_checksums(folder: Path) -> dict[str, str]:
+    """The folder's shard checksums; none (so every shard is recomputed) when its manifest cannot be read."""
+    try:
+        return read_checksums(folder / CHECKSUMS_FILE)
+    except (OSError, UnicodeDecodeError) as err:
+        log.warning("shard checksums %s cannot be read (%s): recomputing every shard", folder / CHECKSUMS_FILE, err)
+        return {}
 
 
 def _read_shard(path: Path, sha256: str | None, rows: int, columns: Sequence[str]) -> pd.DataFrame:

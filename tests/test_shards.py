@@ -115,6 +115,13 @@ def test_shards_without_a_checksum_manifest_are_all_recomputed(shards, scored, c
     _assert_redone(caplog, scored, "no sha256 recorded", *sorted(shards.glob("shard-*.parquet")))
 
 
+def test_an_unreadable_checksum_manifest_has_every_shard_recomputed(shards, scored, caplog):
+    (shards / CHECKSUMS_FILE).write_bytes(b"\xff\xfe garbage")
+    pd.testing.assert_frame_equal(_score(shards.parent), CLEAN)
+    assert scored == [3, 3] and "cannot be read" in _warnings(caplog)[0]
+    assert (shards / CHECKSUMS_FILE).read_text().count("shard-") == 2
+
+
 @pytest.mark.parametrize("rerecorded", [False, True], ids=["sha256", "parquet"])
 def test_a_truncated_shard_is_recomputed(shards, scored, caplog, rerecorded):
     shard = shards / "shard-00001.parquet"
