@@ -133,10 +133,23 @@ def _make_readable(folder: Path) -> None:
 
 
 def _write_checksums(folder: Path) -> None:
-    lines = [f"{file_sha256(p)}  {p.relative_to(folder).as_posix()}"
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in _UNTRACKED]
-    (folder / CHECKSUMS_FILE).write_text("\n".join(lines) + "\n")
+    digests = {p.relative_to(folder).as_posix(): file_sha256(p)
+               for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in _UNTRACKED}
+    (folder / CHECKSUMS_FILE).write_text(format_checksums(digests))
     os.chmod(folder / CHECKSUMS_FILE, 0o666 & ~_umask())
+
+
+def format_checksums(digests: dict[str, str]) -> str:
+    """A ``checksums.sha256`` manifest (``sha256sum -c`` format) of relative file name -> hex sha256."""
+    return "".join(f"{digest}  {name}\n" for name, digest in digests.items())
+
+
+def read_checksums(manifest: str | os.PathLike) -> dict[str, str]:
+    """Relative file name -> hex sha256 recorded in a ``checksums.sha256`` manifest (empty when there is none)."""
+    if not os.path.isfile(manifest):
+        return {}
+    lines = Path(manifest).read_text().splitlines()
+    return {name: digest for digest, _, name in (line.partition("  ") for line in lines)}
 
 
 class CorruptArtifactError(RuntimeError):
@@ -164,10 +177,7 @@ def verify_artifact(path: str | os.PathLike) -> None:
 
 
 def _verify_manifest(folder: Path, manifest: Path) -> None:
-    expected = {}
-    for line in manifest.read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        expected[name] = digest
+    expected = read_checksums(manifest)
     for name, digest in expected.items():
         member = folder / name
         if not member.is_file():

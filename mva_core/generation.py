@@ -129,7 +129,7 @@ def generate_grid(
     runner = _Runner(model, tokenizer, mixer, settings)
     with _eval_mode(model), torch.inference_mode(), row_progress(len(queue), "generate", progress) as bar:
         result = run_sharded(len(queue), shard_size, folder, lambda start, stop: runner.run(queue[start:stop], bar),
-                             reused=bar.update)
+                             RESULT_COLUMNS, reused=bar.update)
     return result.sort_values(["point_id", "prompt_id"], kind="stable").reset_index(drop=True)
 
 

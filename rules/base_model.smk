@@ -9,7 +9,7 @@ rule base_model:
     log:
         log_path("base_model"),
     benchmark:
-        f"{RUN}/benchmarks/base_model.tsv"
+        benchmark_path("base_model")
     threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,

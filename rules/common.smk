@@ -8,6 +8,7 @@ from mva_core.base_model import stop_strings
 from mva_core.config_paths import check_config_paths, check_output_dir, manifest_path
 from mva_core.data import DataError, resolve_source
 from mva_core.fetch import load_manifest, missing_files
+from mva_core.job_paths import job_path
 from mva_core.config import check_config_files, validate_config, value_dpo_settings
 from mva_core.methods import MethodPlan, value_order
 
@@ -35,6 +36,7 @@ wildcard_constraints:
     chain="|".join(CHAINS),
     split="|".join(SPLITS),
     seed="|".join(SEEDS),
+    index=r"\d+",
 
 
 # What rule fetch_data may produce: the manifest's files found under no data root.
@@ -63,12 +65,18 @@ def heavy_threads(wildcards):
     return max(1, workflow.cores)
 
 
-def benchmark_path(stage, name="main"):
-    return f"{RUN}/benchmarks/{stage}/{name}.tsv"
+def log_path(rule, *parts):
+    """A job's log: ``logs/<rule>/<part>/.../<part>.log``, one directory level per wildcard (``mva_core.job_paths``)."""
+    return job_path(RUN, "logs", rule, *parts)
 
 
-def log_path(stage, name="main"):
-    return f"{RUN}/logs/{stage}/{name}.log"
+def benchmark_path(rule, *parts):
+    return job_path(RUN, "benchmarks", rule, *parts)
+
+
+def checkpoint_path(rule, *parts):
+    """A job's scratch directory (resume checkpoints or shards), deleted by the job once its output is written."""
+    return job_path(RUN, "checkpoints", rule, *parts)
 
 
 def policy_base_dir():

@@ -40,7 +40,7 @@ rule prepare_value_data:
     log:
         log_path("prepare_value_data", "{value}"),
     benchmark:
-        f"{RUN}/benchmarks/prepare_value_data/{{value}}.tsv"
+        benchmark_path("prepare_value_data", "{value}")
     threads: 1
     resources:
         mem_mb=4000,

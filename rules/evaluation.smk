@@ -73,12 +73,12 @@ rule generate:
         method_type=lambda wc: PLAN[wc.method].type,
         generation={**config["evaluation"]["generation"],
                     "stop_strings": stop_strings(config["base_model"]["prompt_format"])},
-        shard_dir=f"{SEED_RUN}/checkpoints/generations/{{method}}",
+        shard_dir=checkpoint_path("generate", "seed{seed}", "{method}"),
     threads: heavy_threads
     log:
-        log_path("generate", "seed{seed}_{method}"),
+        log_path("generate", "seed{seed}", "{method}"),
     benchmark:
-        f"{RUN}/benchmarks/generate/seed{{seed}}_{{method}}.tsv"
+        benchmark_path("generate", "seed{seed}", "{method}")
     resources:
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=480,
@@ -97,12 +97,12 @@ rule score:
     params:
         settings=lambda wc: config["values"][wc.value]["reward_model"],
         location=lambda wc: reward_model_location(wc.value),
-        shard_dir=f"{SEED_RUN}/checkpoints/scores/{{method}}_{{value}}",
+        shard_dir=checkpoint_path("score", "seed{seed}", "{method}", "{value}"),
     threads: heavy_threads
     log:
-        log_path("score", "seed{seed}_{method}_{value}"),
+        log_path("score", "seed{seed}", "{method}", "{value}"),
     benchmark:
-        f"{RUN}/benchmarks/score/seed{{seed}}_{{method}}_{{value}}.tsv"
+        benchmark_path("score", "seed{seed}", "{method}", "{value}")
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=240,

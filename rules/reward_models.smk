@@ -10,12 +10,12 @@ rule train_reward_model:
         directory(f"{RUN}/reward_models/{{value}}"),
     params:
         settings=lambda wc: config["values"][wc.value]["reward_model"],
-        checkpoint_dir=f"{RUN}/checkpoints/reward_models/{{value}}",
+        checkpoint_dir=checkpoint_path("train_reward_model", "{value}"),
     threads: heavy_threads
     log:
         log_path("train_reward_model", "{value}"),
     benchmark:
-        f"{RUN}/benchmarks/train_reward_model/{{value}}.tsv"
+        benchmark_path("train_reward_model", "{value}")
     resources:
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=240,

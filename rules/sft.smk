@@ -10,12 +10,12 @@ rule sft:
     params:
         settings={k: v for k, v in config["sft"].items() if k not in ("enabled", "max_pairs")},
         max_pairs=config["sft"]["max_pairs"],
-        checkpoint_dir=f"{RUN}/checkpoints/sft",
+        checkpoint_dir=checkpoint_path("sft"),
     threads: heavy_threads
     log:
         log_path("sft"),
     benchmark:
-        f"{RUN}/benchmarks/sft.tsv"
+        benchmark_path("sft")
     resources:
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=240,

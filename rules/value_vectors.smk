@@ -14,12 +14,12 @@ rule train_value_vector:
         dpo=lambda wc: value_dpo(wc.value, wc),
         penalty=lambda wc: dict(PLAN.vector_job(wc.chain, wc.value).penalty),
         frozen=lambda wc: PLAN.vector_job(wc.chain, wc.value).frozen_values,
-        checkpoint_dir=f"{SEED_RUN}/checkpoints/value_vectors/{{chain}}/{{value}}",
+        checkpoint_dir=checkpoint_path("train_value_vector", "seed{seed}", "{chain}", "{value}"),
     threads: heavy_threads
     log:
-        log_path("train_value_vector", "seed{seed}_{chain}_{value}"),
+        log_path("train_value_vector", "seed{seed}", "{chain}", "{value}"),
     benchmark:
-        f"{RUN}/benchmarks/train_value_vector/seed{{seed}}_{{chain}}_{{value}}.tsv"
+        benchmark_path("train_value_vector", "seed{seed}", "{chain}", "{value}")
     resources:
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=480,
@@ -37,9 +37,9 @@ rule decorrelation_table:
     params:
         values=VALUES,
     log:
-        log_path("decorrelation_table", "seed{seed}_{chain}"),
+        log_path("decorrelation_table", "seed{seed}", "{chain}"),
     benchmark:
-        benchmark_path("decorrelation_table", "seed{seed}_{chain}")
+        benchmark_path("decorrelation_table", "seed{seed}", "{chain}")
     threads: 1
     resources:
         mem_mb=4000,
@@ -60,12 +60,12 @@ rule train_modpo_vector:
         dpo=lambda wc: value_dpo(modpo_job(wc).target, wc),
         weighting=lambda wc: dict(modpo_job(wc).weighting),
         target=lambda wc: modpo_job(wc).target,
-        checkpoint_dir=f"{SEED_RUN}/checkpoints/modpo_vectors/{{method}}/w{{index}}",
+        checkpoint_dir=checkpoint_path("train_modpo_vector", "seed{seed}", "{method}", "w{index}"),
     threads: heavy_threads
     log:
-        log_path("train_modpo_vector", "seed{seed}_{method}_w{index}"),
+        log_path("train_modpo_vector", "seed{seed}", "{method}", "w{index}"),
     benchmark:
-        f"{RUN}/benchmarks/train_modpo_vector/seed{{seed}}_{{method}}_w{{index}}.tsv"
+        benchmark_path("train_modpo_vector", "seed{seed}", "{method}", "w{index}")
     resources:
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=480,

@@ -163,7 +163,8 @@ def score_generations(
         return pd.DataFrame({"reward": rewards})
 
     folder = Path(shard_dir) / _scoring_fingerprint(scorer, generations, shard_size) if shard_dir else None
-    rewards = run_sharded(len(generations), shard_size, folder, score_rows, reused=progress.update)["reward"].to_numpy()
+    rewards = run_sharded(len(generations), shard_size, folder, score_rows, ["reward"],
+                          reused=progress.update)["reward"].to_numpy()
     carried = [c for c in ("method",) if c in generations.columns]
     out = generations[["point_id", "prompt_id", *carried]].reset_index(drop=True)
     return out.assign(value=value, reward=rewards)
