@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from mva_core.config_errors import ConfigError
 from mva_core.config_errors import key_error as _key_error
 from mva_core.methods import method_for, value_order
 
+_PERIODIC_END = re.compile(r"(.+)\1{19,}$")  # Snakemake's PeriodicityDetector rejects such wildcard values
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "config.schema.yaml"
 
 
@@ -184,6 +186,11 @@ def check_config(config: Mapping[str, Any]) -> None:
                                                        f"allowed values: {sorted(config['methods'])}")
     _check_prompt_sources(evaluation, values)
     _check_dpo_lengths(config["dpo"])
+    for section in ("values", "methods"):
+        for name in config[section]:
+            if _PERIODIC_END.search(name):
+                raise _key_error(f"{section}.{name}", "ends in one piece repeated 20 or more times, which Snakemake "
+                                                      "refuses in file names (PeriodicWildcardError); choose another")
 
 
 def _check_dpo_lengths(dpo: Mapping[str, Any]) -> None:

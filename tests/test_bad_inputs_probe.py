@@ -150,11 +150,13 @@ def test_results_that_is_a_file_fails_at_start(tmp_path):
     ("values", lambda c: c["values"].update({"v" * 65: c["values"].pop("helpful")})),
     ("methods", lambda c: c["methods"].update({"m" * 65: {"penalty": {"kind": "none"}}})),
     ("run_name", lambda c: c.update(run_name="r" * 65)),
+    ("values." + "h" * 30, lambda c: c["values"].update({"h" * 30: c["values"].pop("helpful")})),
+    ("methods.mva" + "xy" * 20, lambda c: c["methods"].update({"mva" + "xy" * 20: {"penalty": {"kind": "none"}}})),
 ])
 def test_sizes_that_waste_a_run_and_names_too_long_for_file_names_fail_at_start(key, change):
     """Before: a prompt limit above the token limit trained every vector on empty replies (loss stuck at log 2);
     1e9 epochs or a 100,000-wide tiny model planned silently; a 300-character value name ended the data job with
-    'File name too long'."""
+    'File name too long'; a name ending in 20 repeats stopped Snakemake with PeriodicWildcardError."""
     config = smoke_config()
     change(config)
     with pytest.raises(ConfigError, match=rf"config key '{key}'"):
