@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from mva_core.config_errors import ConfigError
 from mva_core.config_errors import key_error as _key_error
 from mva_core.methods import method_for, value_order
 
+_PERIODIC_END = re.compile(r"(.+)\1{19,}$")  # Snakemake's PeriodicityDetector rejects such wildcard values
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "config.schema.yaml"
 
 
@@ -94,6 +96,8 @@ def _explain(error: Any) -> str:
     if "propertyNames" in error.schema_path:
         if rule == "not":
             return f"the name {instance!r} is reserved; choose another"
+        if rule == "maxLength":
+            return f"the name {instance[:20]!r}... has {len(instance)} characters; at most {limit} (output file names are built from it)"
         return f"the name {instance!r} is not allowed; names must match {limit!r}"
     if rule == "additionalProperties" and "properties" in error.schema:
         return f"{error.message}; allowed keys: {sorted(error.schema['properties'])}"
@@ -181,6 +185,20 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise _key_error("evaluation.win_rate_target", f"{evaluation['win_rate_target']!r} is not a method; "
                                                        f"allowed values: {sorted(config['methods'])}")
     _check_prompt_sources(evaluation, values)
+    _check_dpo_lengths(config["dpo"])
+    for section in ("values", "methods"):
+        for name in config[section]:
+            if _PERIODIC_END.search(name):
+                raise _key_error(f"{section}.{name}", "ends in one piece repeated 20 or more times, which Snakemake "
+                                                      "refuses in file names (PeriodicWildcardError); choose another")
+
+
+def _check_dpo_lengths(dpo: Mapping[str, Any]) -> None:
+    """A prompt limit that leaves no room for the reply would truncate every reply away: DPO would then train on
+    identical chosen and rejected tokens (loss stuck at log 2, a vector that learns nothing)."""
+    if dpo["max_prompt_length"] is not None and dpo["max_prompt_length"] >= dpo["max_length"]:
+        raise _key_error("dpo.max_prompt_length", f"{dpo['max_prompt_length']} leaves no reply tokens within "
+                                                  f"dpo.max_length ({dpo['max_length']}); it must be below it")
 
 
 def _check_prompt_sources(evaluation: Mapping[str, Any], values: list[str]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from mva_core.config import ConfigError
 from mva_core.data import DataError, resolve_source
+from mva_core.data.sources import check_data_file
 from mva_core.fetch import load_manifest
 
 BUILTIN_MODEL_SOURCES = {"smollm2_gguf", "tiny_random", "train"}
@@ -54,11 +55,17 @@ def check_config_paths(config: Mapping[str, Any], workdir: str | Path) -> None:
     for key, path in sources:
         _check_path(key, path, [workdir, *data_roots], "data_roots")
         try:
-            resolve_source(path, data_roots)
+            resolved = resolve_source(path, data_roots)
         except DataError as exc:
             if path not in fetchable:
                 raise ConfigError(f"config key '{key}': {exc}; it is not in {config['data_manifest']} either, so it "
                                   "cannot be downloaded") from None
+            continue
+        if isinstance(resolved, Path):
+            try:
+                check_data_file(resolved)
+            except DataError as exc:
+                raise ConfigError(f"config key '{key}': {exc}") from None
     for value, spec in config["values"].items():
         model = spec.get("reward_model", {}).get("source", "train")
         if model not in BUILTIN_MODEL_SOURCES:

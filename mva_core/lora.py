@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from peft import LoraConfig
 
 
@@ -23,3 +24,13 @@ class LoraSettings:
         """A causal-LM ``LoraConfig`` of this shape (no bias terms)."""
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
                           target_modules=list(self.target_modules), bias="none", task_type="CAUSAL_LM")
+
+    def check_fits(self, model: torch.nn.Module, key: str = "lora.r") -> None:
+        """Raise ValueError (naming ``key``) if the rank exceeds the smaller side of a targeted linear layer: such
+        a rank adds parameters and memory but no expressiveness (rank(B·A) <= min(in, out))."""
+        sizes = {name: min(module.in_features, module.out_features) for name, module in model.named_modules()
+                 if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in self.target_modules}
+        if sizes and self.r > min(sizes.values()):
+            name = min(sizes, key=sizes.get)
+            raise ValueError(f"config key '{key}': rank {self.r} exceeds the smaller side ({sizes[name]}) of the "
+                             f"targeted layer {name}; use at most {min(sizes.values())}")

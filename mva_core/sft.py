@@ -77,8 +77,9 @@ def run_sft(
     with job:
         tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
         model = AutoModelForCausalLM.from_pretrained(base_model_dir, **job.precision.model_kwargs(torch.float32))
-        peft_config = LoraSettings(settings.lora_r, settings.lora_alpha, settings.lora_dropout,
-                                   tuple(settings.target_modules)).peft_config()
+        lora = LoraSettings(settings.lora_r, settings.lora_alpha, settings.lora_dropout, tuple(settings.target_modules))
+        lora.check_fits(model, key="sft.lora_r")
+        peft_config = lora.peft_config()
         trainer = SFTTrainer(
             model=model, args=job.arguments(SFTConfig, settings, max_length=settings.max_length),
             train_dataset=sft_rows(pairs), processing_class=tokenizer, peft_config=peft_config,

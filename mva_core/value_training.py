@@ -170,6 +170,7 @@ def _fresh_adapter(sft_model_dir: str | os.PathLike, lora: LoraSettings, frozen:
     """The SFT model (weights in ``precision``'s dtype, on its device) with a fresh adapter ``default`` initialised
     from ``init_seed``, and the frozen vectors loaded beside it."""
     base = AutoModelForCausalLM.from_pretrained(sft_model_dir, **precision.model_kwargs()).to(precision.device)
+    lora.check_fits(base)
     set_seed(init_seed)  # the fresh adapter's initialisation (the trainer reseeds with dpo.seed for the data order)
     model = get_peft_model(base, lora.peft_config())
     for value, adapter_dir in frozen.items():

@@ -15,7 +15,7 @@ from synthetic import hh_rows, write_hh_jsonl_gz
 
 from mva_core.artifacts import write_parquet
 from mva_core.config import ConfigError, validate_config
-from mva_core.config_paths import check_output_dir
+from mva_core.config_paths import check_config_paths, check_output_dir
 from mva_core.data import DataError, load_pairs
 
 SMOKE = REPO / "config/smoke.yaml"
@@ -133,3 +133,50 @@ def test_results_that_is_a_file_fails_at_start(tmp_path):
     (tmp_path / "results").write_text("not a folder")
     with pytest.raises(ConfigError, match="is not a writable directory"):
         check_output_dir(tmp_path / "results/run")
+
+
+# ------------------------------------------------------------------ third probe (issue 22): sizes and names
+
+
+@pytest.mark.parametrize("key, change", [
+    ("dpo.max_prompt_length", lambda c: c["dpo"].update(max_length=8, max_prompt_length=64)),
+    ("dpo.epochs", lambda c: c["dpo"].update(epochs=1e9)),
+    ("sft.epochs", lambda c: c["sft"].update(epochs=1e9)),
+    ("values.helpful.dpo.epochs", lambda c: c["values"]["helpful"].update(dpo={"epochs": 1e9})),
+    ("values.helpful.reward_model.epochs", lambda c: c["values"]["helpful"]["reward_model"].update(epochs=1e9)),
+    ("base_model.tiny_hidden_size", lambda c: c["base_model"].update(tiny_hidden_size=100_000)),
+    ("base_model.tiny_layers", lambda c: c["base_model"].update(tiny_layers=1000)),
+    ("lora.r", lambda c: c["lora"].update(r=100_000)),
+    ("values", lambda c: c["values"].update({"v" * 65: c["values"].pop("helpful")})),
+    ("methods", lambda c: c["methods"].update({"m" * 65: {"penalty": {"kind": "none"}}})),
+    ("run_name", lambda c: c.update(run_name="r" * 65)),
+    ("values." + "h" * 30, lambda c: c["values"].update({"h" * 30: c["values"].pop("helpful")})),
+    ("methods.mva" + "xy" * 20, lambda c: c["methods"].update({"mva" + "xy" * 20: {"penalty": {"kind": "none"}}})),
+])
+def test_sizes_that_waste_a_run_and_names_too_long_for_file_names_fail_at_start(key, change):
+    """Before: a prompt limit above the token limit trained every vector on empty replies (loss stuck at log 2);
+    1e9 epochs or a 100,000-wide tiny model planned silently; a 300-character value name ended the data job with
+    'File name too long'; a name ending in 20 repeats stopped Snakemake with PeriodicWildcardError."""
+    config = smoke_config()
+    change(config)
+    with pytest.raises(ConfigError, match=rf"config key '{key}'"):
+        validate_config(config)
+
+
+def test_a_folder_named_as_a_data_file_fails_at_start(data_root, tmp_path):
+    """Before: planned, then the data job failed (and was retried)."""
+    config = validate_config({**smoke_config(), "data_roots": [str(data_root)]})
+    config["values"]["helpful"]["sources"][0]["path"] = "hh-rlhf"
+    with pytest.raises(ConfigError, match=r"config key 'values.helpful.sources\[0\].path'.*a folder, not a data file"):
+        check_config_paths(config, tmp_path)
+
+
+def test_a_lora_rank_above_a_targeted_layer_size_fails_before_training():
+    from mva_core.lora import LoraSettings
+    from mva_core.tiny import TinyModelSpec, build_tiny_llama, build_tiny_tokenizer
+
+    model = build_tiny_llama(build_tiny_tokenizer(), TinyModelSpec())
+    smallest = min(min(m.in_features, m.out_features) for n, m in model.named_modules() if n.endswith("k_proj"))
+    LoraSettings(r=smallest).check_fits(model)  # fits: no error
+    with pytest.raises(ValueError, match=rf"config key 'lora.r': rank {smallest + 1} exceeds .*use at most {smallest}"):
+        LoraSettings(r=smallest + 1).check_fits(model)

@@ -115,10 +115,16 @@ def _hub_records(spec: SourceSpec, roots: Sequence[str | Path], where: str) -> R
         yield f"row {index}", record
 
 
+def check_data_file(path: Path) -> None:
+    """Raise DataError unless ``path`` is a file with a supported suffix (a folder or a ``.csv`` is not)."""
+    if path.is_dir() or not path.name.lower().endswith(SUFFIXES):
+        what = "a folder, not a data file" if path.is_dir() else "unsupported data file"
+        raise DataError(f"{path}: {what}; expected a file ending in one of {', '.join(SUFFIXES)}")
+
+
 def _file_records(path: Path) -> Records:
     name = path.name.lower()
-    if path.is_dir() or not name.endswith(SUFFIXES):
-        raise DataError(f"{path}: unsupported data file; expected one of {', '.join(SUFFIXES)}")
+    check_data_file(path)
     try:
         if name.endswith(".parquet"):
             yield from _parquet_records(path)
