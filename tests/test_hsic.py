@@ -371,7 +371,9 @@ def test_subsampled_median_penalty_stays_close_to_exact():
         pair.rows = sample_rows(pair.module, 300, 256)
     exact = DecorrelationPenalty(pairs, settings, median_pairs=None)()
     sampled = DecorrelationPenalty(pairs, settings)()
-    assert torch.isclose(exact, reference_penalty(pairs, settings), rtol=1e-5)
+    # fp32 (mva_core/hsic.py) sums of 256² kernel terms, batched vs per pair: 1.5e-5 apart with one thread on an
+    # AVX-512 CPU; the subsampled median is 7e-4 away, so 1e-4 still tells exact from sampled
+    assert torch.isclose(exact, reference_penalty(pairs, settings), rtol=1e-4)
     assert sampled != exact and torch.isclose(sampled, exact, rtol=0.02)
     assert torch.equal(sampled, DecorrelationPenalty(pairs, settings)())  # deterministic
     for g_sampled, g_exact in zip(trained_grads(pairs, sampled), trained_grads(pairs, exact)):

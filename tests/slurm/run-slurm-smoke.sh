@@ -123,6 +123,7 @@ trap 'say "interrupted"; exit 130' INT TERM
 
 "$PYTHON" -c "import snakemake_executor_plugin_slurm" ||
     abort "$PYTHON cannot import snakemake_executor_plugin_slurm (pip install -e . installs it)"
+say "Python $("$PYTHON" -c 'import sys; print(sys.executable)') (Snakemake and every Slurm job run it)"
 
 # ----------------------------------------------------------------------------------------- cluster ---
 # The rules ask for real-cluster sizes (heavy stages 16 GB, twice that on a retry), so the node advertises
