@@ -5,6 +5,13 @@ of the flattened updates, <ΔW_u, ΔW_v> / (|ΔW_u| |ΔW_v|) with <ΔW_u, ΔW_v>
 and the scale-invariant measures of ``mva_core.dependence``; ΔW is never materialised. Each measure comes with
 anchors that say whether it can tell dependence at all: its value for u against itself and its range for random
 vectors with u's shapes and norms against v; the RBF measures also with their kernel's unsaturated share and spread.
+
+Two readings per measure and module: ``<measure>_discriminates`` (the self anchor lies outside the independent
+range, so the measure can tell a dependent pair from an independent one; for an RBF measure also neither vector's
+kernel has collapsed to the identity) and ``<measure>_reading`` (``above`` / ``inside`` / ``below`` the independent
+range). "Inside" says these vectors look independent by this measure; it means nothing where the measure does not
+discriminate. The self anchor is u against u rescaled to v's norms per LoRA factor, so it sits at the same norms as
+the pair and the random anchors: measures that are not scale-invariant (σ = 1 HSIC) change with the norms.
 """
 
 from __future__ import annotations
@@ -56,6 +63,12 @@ KERNEL_SETTINGS = {"hsic_lora_a_sigma1": ("lora_a", 1.0), "hsic_lora_a_median": 
 """RBF-kernel measures: the samples and bandwidth their kernels use (for the saturation column)."""
 ANCHOR_DRAWS = 20
 ANCHORS = ("self", "indep_lo", "indep_hi")
+ABOVE, INSIDE, BELOW, UNDEFINED = "above", "inside", "below", "undefined"
+"""Readings: where a measure lies against its independent range (``undefined``: the measure is NaN)."""
+UNINFORMATIVE, MIXED = "uninformative", "mixed"
+"""Summary readings over modules: the measure does not discriminate; no position holds over half the modules."""
+COLLAPSED_SHARE = 0.01
+"""A kernel has collapsed to the identity when fewer than this share of its off-diagonal entries exceed 0.05."""
 
 
 def table_columns() -> list[str]:
@@ -64,35 +77,68 @@ def table_columns() -> list[str]:
     for name in MEASURES:
         columns += [name, *(f"{name}_{anchor}" for anchor in ANCHORS)]
         if name in KERNEL_SETTINGS:
-            columns += [f"{name}_unsaturated", f"{name}_kernel_std"]
+            columns += [f"{name}_unsaturated", f"{name}_kernel_std", f"{name}_saturated"]
+        columns += [f"{name}_discriminates", f"{name}_reading"]
     return [*columns, "norm_a", "norm_b"]
 
 
-def kernel_spread(factors: LoraFactors, samples: str, sigma: float | str) -> tuple[float, float]:
-    """Of u's off-diagonal RBF kernel entries: the share in (0.05, 0.95) (near 0: saturated at 0 or 1) and their
-    standard deviation (near 0: a constant kernel, every pair of samples equally far apart). Either way HSIC
-    cannot see dependence."""
+def off_diagonal_kernel(factors: LoraFactors, samples: str, sigma: float | str) -> torch.Tensor:
+    """The off-diagonal entries of a vector's RBF kernel on A rows (``lora_a``) or ΔW rows (``delta_w``)."""
     A, B, s = factors
     gram = A.float() @ A.float().T if samples == "lora_a" else delta_w_gram(A, B, s)
     K = rbf_kernel_from_gram(gram, sigma)
-    off = K[~torch.eye(K.shape[0], dtype=torch.bool)]
+    return K[~torch.eye(K.shape[0], dtype=torch.bool)]
+
+
+def kernel_spread(off: torch.Tensor) -> tuple[float, float]:
+    """Of off-diagonal kernel entries: the share in (0.05, 0.95) (near 0: saturated at 0 or 1) and their
+    standard deviation (near 0: a constant kernel, every pair of samples equally far apart)."""
     return float(((off > 0.05) & (off < 0.95)).float().mean()), float(off.std())
 
 
+def kernel_collapsed(off: torch.Tensor) -> bool:
+    """Whether a kernel is (nearly) the identity: every sample looks unrelated to every other, so HSIC is the same
+    constant whatever the other vector. (Entries near 1 are no such loss: HSIC uses K − 1 at full precision.)"""
+    return float((off > 0.05).float().mean()) < COLLAPSED_SHARE
+
+
+def rescaled_like(u: LoraFactors, v: LoraFactors) -> LoraFactors:
+    """u with A and B rescaled to the Frobenius norms of v's A and B, and v's scaling: u's directions at v's norms."""
+    def rescale(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        norm = float(x.double().norm())
+        return x * (float(target.double().norm()) / norm) if norm > 0 else x
+
+    return rescale(u[0], v[0]), rescale(u[1], v[1]), v[2]
+
+
+def reading(value: float, low: float, high: float) -> str:
+    """Where ``value`` lies against the independent range [low, high]."""
+    if math.isnan(value):
+        return UNDEFINED
+    return ABOVE if value > high else BELOW if value < low else INSIDE
+
+
 def module_record(module: str, u: LoraFactors, v: LoraFactors, draws: int = ANCHOR_DRAWS) -> dict:
-    """Every measure between u and v on one module, with its anchors: u against itself (``_self``) and the range
-    over ``draws`` random vectors with u's shapes and norms against v (``_indep_lo``/``_indep_hi``, seeded by the
-    module name), the kernel's unsaturated share and spread, and both ΔW norms."""
+    """Every measure between u and v on one module, with its anchors: u against u rescaled to v's factor norms
+    (``_self``) and the range over ``draws`` random vectors with u's shapes and norms against v
+    (``_indep_lo``/``_indep_hi``, seeded by the module name); for RBF measures u's kernel spread and whether either
+    vector's kernel collapsed (``_saturated``); whether the measure discriminates and its reading; both ΔW norms."""
     generator = torch.Generator().manual_seed(zlib.crc32(module.encode()))
     randoms = [random_like(u, generator) for _ in range(draws)]
+    u_at_v_norms = rescaled_like(u, v)
     record: dict = {"module": module}
     with torch.no_grad():
         for name, measure in MEASURES.items():
             independent = [measure(random, v) for random in randoms]
-            record.update({name: measure(u, v), f"{name}_self": measure(u, u),
-                           f"{name}_indep_lo": min(independent), f"{name}_indep_hi": max(independent)})
+            value, self_anchor, low, high = measure(u, v), measure(u, u_at_v_norms), min(independent), max(independent)
+            record.update({name: value, f"{name}_self": self_anchor, f"{name}_indep_lo": low, f"{name}_indep_hi": high})
+            saturated = False
             if name in KERNEL_SETTINGS:
-                record[f"{name}_unsaturated"], record[f"{name}_kernel_std"] = kernel_spread(u, *KERNEL_SETTINGS[name])
+                off_u, off_v = (off_diagonal_kernel(x, *KERNEL_SETTINGS[name]) for x in (u, v))
+                record[f"{name}_unsaturated"], record[f"{name}_kernel_std"] = kernel_spread(off_u)
+                saturated = record[f"{name}_saturated"] = kernel_collapsed(off_u) or kernel_collapsed(off_v)
+            record[f"{name}_discriminates"] = reading(self_anchor, low, high) in (ABOVE, BELOW) and not saturated
+            record[f"{name}_reading"] = reading(value, low, high)
     record.update(norm_a=delta_w_norm(u), norm_b=delta_w_norm(v))
     return record
 
@@ -114,11 +160,18 @@ def decorrelation_table(adapters: Mapping[str, str | os.PathLike], draws: int = 
     return pd.DataFrame.from_records(records, columns=table_columns())
 
 
-def uninformative_share(table: pd.DataFrame, measure: str) -> float:
-    """Share of rows whose ``measure`` lies inside its independent-vector range: there it cannot tell these
-    vectors from unrelated ones."""
-    inside = table[measure].between(table[f"{measure}_indep_lo"], table[f"{measure}_indep_hi"])
-    return float(inside.mean())
+def measure_reading(table: pd.DataFrame, measure: str) -> dict[str, float | str]:
+    """Over a table's modules: the share where ``measure`` discriminates, the shares above / inside / below the
+    independent range, and the reading: ``uninformative`` when it discriminates on fewer than half of the modules,
+    else the position of most (over half) of the modules where it does, or ``mixed``."""
+    shares = {position: float((table[f"{measure}_reading"] == position).mean()) for position in (ABOVE, INSIDE, BELOW)}
+    discriminates = float(table[f"{measure}_discriminates"].mean())
+    positions = table.loc[table[f"{measure}_discriminates"], f"{measure}_reading"].value_counts(normalize=True)
+    if discriminates < 0.5:
+        label = UNINFORMATIVE
+    else:
+        label = next((str(p) for p, share in positions.items() if share > 0.5 and p != UNDEFINED), MIXED)
+    return {"discriminates": discriminates, **shares, "reading": label}
 
 
 def summarize_decorrelation(table: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mva_core.comparisons import ALL_WEIGHTINGS, Comparator
-from mva_core.decorrelation import MEASURES
+from mva_core.decorrelation import MEASURES, table_columns
 from mva_core.effects import EffectEstimator, efficacy_table, interference_table
 from mva_core.figures import (
     plot_efficacy,
@@ -215,7 +215,12 @@ def read_decorrelation(paths: Sequence[str | Path], sets: Mapping[str, str]) -> 
     methods: ``sets`` maps each method to its vector set, so methods sharing vectors share a table (``sets`` order)."""
     frames: dict[str, list[pd.DataFrame]] = {}
     for path in map(Path, paths):
-        frames.setdefault(path.stem, []).append(pd.read_parquet(path).assign(seed=path.parent.parent.name))
+        table = pd.read_parquet(path)
+        missing = [c for c in table_columns() if c not in table.columns]
+        if missing:
+            raise ValueError(f"{path}: decorrelation table lacks columns {missing[:3]}{' ...' if len(missing) > 3 else ''}"
+                             " (written by an older version: rerun it, e.g. snakemake --forcerun decorrelation_table)")
+        frames.setdefault(path.stem, []).append(table.assign(seed=path.parent.parent.name))
     tables = {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}
     return {method: tables[vector_set] for method, vector_set in sets.items() if vector_set in tables}
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from mva_core.comparisons import ALL_WEIGHTINGS
-from mva_core.decorrelation import MEASURES, uninformative_share
+from mva_core.decorrelation import MEASURES, measure_reading
 from mva_core.markdown import to_markdown
 from mva_core.statistics import AT_CHANCE, SUPPORTED
 
@@ -125,28 +125,34 @@ def effect_lines(efficacy: pd.DataFrame, interference: pd.DataFrame, at_chance: 
 
 
 def decorrelation_lines(decorrelation: Mapping[str, pd.DataFrame]) -> list[str]:
-    """Per method, value pair and measure: the mean over modules of the value and its anchors, and the share of
-    modules where the value lies inside the independent-vector range (flagged uninformative from one half up)."""
+    """Per method, value pair and measure: the mean over modules of the value and its anchors, the share of modules
+    where the measure discriminates, where the value lies against the independent range, and the reading
+    (``decorrelation.measure_reading``)."""
     rows = []
     for method, table in decorrelation.items():
         for (a, b), part in table.groupby(["value_a", "value_b"]):
             for measure in MEASURES:
-                inside = uninformative_share(part, measure)
+                read = measure_reading(part, measure)
                 rows.append({"method": method, "pair": f"{a}/{b}", "measure": measure,
                              "value": part[measure].mean(), "self": part[f"{measure}_self"].mean(),
                              "independent": f"{part[f'{measure}_indep_lo'].mean():.4g} to "
                                             f"{part[f'{measure}_indep_hi'].mean():.4g}",
-                             "modules inside independent range": f"{inside:.0%}",
-                             "reading": "uninformative" if inside >= 0.5 else "informative"})
+                             "discriminates": f"{read['discriminates']:.0%}",
+                             "above / inside / below": f"{read['above']:.0%} / {read['inside']:.0%} / {read['below']:.0%}",
+                             "reading": read["reading"]})
             rows.append({"method": method, "pair": f"{a}/{b}", "measure": "ΔW norm (a, b)",
                          "value": f"{part['norm_a'].mean():.4g}, {part['norm_b'].mean():.4g}"})
     if not rows:
         return []
     return ["## Measured dependence between value vectors (mean over LoRA modules; same estimators for every method)",
-            "", "`self`: the measure of a vector with itself; `independent`: its range for 20 random vectors with the "
-            "first vector's shapes and norms against the second (per module, averaged). A measure whose value lies "
-            "inside that range on most modules cannot tell these vectors from unrelated ones: it is flagged "
-            "uninformative, and a penalty built on it cannot be said to decorrelate.", "",
+            "", "`self`: the first vector against itself rescaled to the second's norms; `independent`: the range for "
+            "20 random vectors with the first vector's shapes and norms against the second (per module, averaged). "
+            "`discriminates`: share of modules where the self anchor lies outside the independent range (and, for "
+            "RBF kernels, neither kernel collapsed), so the measure can tell dependent vectors from independent ones. "
+            "`reading`: where the value lies on most of those modules: *above* the independent range (more "
+            "dependent than unrelated vectors), *inside* (these vectors look independent), *below* (or *mixed*); "
+            "*uninformative* where the measure discriminates on fewer than half of the modules: it cannot say "
+            "whether these vectors are dependent, and a penalty built on it cannot be said to decorrelate.", "",
             to_markdown(pd.DataFrame(rows).fillna("")), ""]
 
 

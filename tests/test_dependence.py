@@ -2,11 +2,13 @@
 and the anchors that expose the degenerate σ = 1 HSIC."""
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
-from mva_core.decorrelation import MEASURES, module_record, uninformative_share
+from mva_core.decorrelation import INSIDE, MEASURES, measure_reading, module_record, rescaled_like
 from mva_core.dependence import SCALE_INVARIANT, delta_w_norm, linear_cka, random_like
+from mva_core.summary import decorrelation_lines
 
 R, D_IN, D_OUT = 8, 96, 64
 
@@ -98,8 +100,68 @@ def test_anchors_expose_the_sigma1_hsic_and_keep_cka_informative():
     assert set(MEASURES) <= {key for key in record}
 
 
-def test_uninformative_share_counts_values_inside_the_independent_range():
-    import pandas as pd
+def _independent_table(modules: int = 10, scale: float = 0.05) -> pd.DataFrame:
+    """Decorrelation rows for truly independent random vectors on ``modules`` modules."""
+    records = [module_record(f"layer.{i}.q_proj", factors(2 * i, scale), factors(2 * i + 1, scale), draws=20)
+               for i in range(modules)]
+    return pd.DataFrame(records).assign(value_a="a", value_b="b")
 
-    table = pd.DataFrame({"m": [0.5, 0.9, 0.1], "m_indep_lo": [0.4, 0.4, 0.2], "m_indep_hi": [0.6, 0.6, 0.3]})
-    assert uninformative_share(table, "m") == pytest.approx(1 / 3)
+
+@pytest.mark.parametrize("name", ["cosine_delta_w", "cka_linear_delta_w"])
+def test_cosine_and_cka_discriminate_and_read_independent_vectors_as_inside(name):
+    """Issue 23: their self anchor (1) lies far outside the random range, so they can detect dependence; truly
+    independent vectors then read "inside" (they look independent), not "uninformative"."""
+    table = _independent_table()
+    assert (table[f"{name}_self"] > table[f"{name}_indep_hi"]).all() and table[f"{name}_discriminates"].all()
+    assert (table[f"{name}_reading"] == INSIDE).mean() >= 0.6  # about 19/21 per module: a 21st draw of 21
+    assert measure_reading(table, name)["reading"] == INSIDE
+    line = next(row for row in "\n".join(decorrelation_lines({"soup": table})).splitlines() if f"| {name} |" in row)
+    assert line.endswith("| inside |") and "uninformative" not in line
+
+
+def test_a_dependent_pair_reads_above_the_independent_range():
+    u = factors(0)
+    v = (u[0] + 0.3 * factors(1)[0], u[1] + 0.3 * factors(1)[1], 2.0)
+    record = module_record("layer.q_proj", u, v, draws=20)
+    assert record["cka_linear_delta_w_reading"] == "above" and record["cka_linear_delta_w_discriminates"]
+
+
+def test_hsic_at_saturation_does_not_discriminate():
+    """Huge norms with σ = 1: every kernel entry is 0 (the kernel collapsed to the identity) on both vectors, so
+    the σ = 1 HSIC is one constant whatever the vectors: it cannot discriminate, and the summary says so."""
+    table = _independent_table(modules=3, scale=1.0)  # squared row distances of ~50 and more: exp(-d/2) ≈ 0
+    for name in ("hsic_lora_a_sigma1", "hsic_delta_w_sigma1"):
+        assert table[f"{name}_saturated"].all() and not table[f"{name}_discriminates"].any()
+        assert measure_reading(table, name)["reading"] == "uninformative"
+    assert table["cka_linear_delta_w_discriminates"].all()  # scale-invariant: unaffected by the norms
+
+
+def test_saturation_is_checked_on_the_second_vector_too():
+    u, v = factors(0), factors(1, scale=1.0)  # only v's kernel collapses
+    record = module_record("layer.q_proj", u, v, draws=2)
+    assert record["hsic_delta_w_sigma1_saturated"] and not record["hsic_delta_w_sigma1_discriminates"]
+    assert not record["hsic_delta_w_median_saturated"]  # the median bandwidth follows the norms
+
+
+def test_self_anchor_is_taken_at_the_second_vectors_norms():
+    """σ = 1 HSIC is not scale-invariant: its self anchor is u against u rescaled to v's norms per LoRA factor
+    (the norms the random anchors are compared at); scale-invariant measures still give 1."""
+    u, v = factors(0), factors(1, scale=0.2)
+    A, B, s = rescaled_like(u, v)
+    assert float(A.norm()) == pytest.approx(float(v[0].norm()), rel=1e-5) and s == v[2]
+    assert float(B.norm()) == pytest.approx(float(v[1].norm()), rel=1e-5)
+    record = module_record("layer.q_proj", u, v, draws=2)
+    expected = MEASURES["hsic_delta_w_sigma1"](u, (A, B, s))
+    assert record["hsic_delta_w_sigma1_self"] == pytest.approx(expected, rel=1e-6)
+    assert record["hsic_delta_w_sigma1_self"] != pytest.approx(MEASURES["hsic_delta_w_sigma1"](u, u), rel=0.1)
+    assert record["cka_linear_delta_w_self"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_measure_reading_counts_positions_and_needs_discrimination_on_half_the_modules():
+    table = pd.DataFrame({"m_reading": ["above", "inside", "inside", "below"],
+                          "m_discriminates": [True, True, True, False]})
+    assert measure_reading(table, "m") == {"discriminates": 0.75, "above": 0.25, "inside": 0.5, "below": 0.25,
+                                           "reading": "inside"}
+    assert measure_reading(table.assign(m_discriminates=[True, False, False, False]), "m")["reading"] == "uninformative"
+    tie = table.assign(m_reading=["above", "above", "inside", "inside"], m_discriminates=True)
+    assert measure_reading(tie, "m")["reading"] == "mixed"

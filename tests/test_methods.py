@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from mva_core.config import ConfigError, validate_config
+from mva_core.decorrelation import table_columns
 from mva_core.grid import GridSettings
 from mva_core.methods import DEFAULT_TYPE, METHOD_TYPES, MethodPlan, method_for, method_from_section
 from mva_core.methods.types import ExpoMethod
@@ -112,12 +113,20 @@ def test_read_decorrelation_joins_shared_tables_back_to_each_method(tmp_path):
         for vector_set, hsic in (("independent", 0.3), ("mva", 0.1)):
             path = tmp_path / seed / "decorrelation" / f"{vector_set}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame({"hsic": [hsic]}).to_parquet(path)
+            pd.DataFrame({**{column: [0.0] for column in table_columns()}, "hsic": [hsic]}).to_parquet(path)
             paths.append(path)
     tables = read_decorrelation(paths, {"mva": "mva", "soup": "independent", "single": "independent", "gone": "x"})
     assert list(tables) == ["mva", "soup", "single"]
     assert tables["soup"] is tables["single"] and list(tables["soup"]["seed"]) == ["seed_1", "seed_2"]
     assert tables["mva"]["hsic"].tolist() == [0.1, 0.1]
+
+
+def test_read_decorrelation_names_a_table_written_before_the_readings(tmp_path):
+    path = tmp_path / "seed_1" / "decorrelation" / "mva.parquet"
+    path.parent.mkdir(parents=True)
+    pd.DataFrame({column: [0.0] for column in table_columns() if not column.endswith("_reading")}).to_parquet(path)
+    with pytest.raises(ValueError, match=r"mva\.parquet: decorrelation table lacks columns \['hsic_lora_a_sigma1_reading'"):
+        read_decorrelation([path], {"mva": "mva"})
 
 
 def test_unknown_method_type_or_name_names_the_culprit(config):
