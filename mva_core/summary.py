@@ -68,8 +68,8 @@ def scale_lines(design: pd.DataFrame) -> list[str]:
     listed = ", ".join(f"{value} {scale:.4g}" for value, scale in scales.items())
     return [f"Values are weighted on standardised rewards (reward / scale; scales from the selection prompts, the same "
             f"for every method): {listed} (basis: {d['scale_basis']}; `sft` = the standard deviation of the SFT model's "
-            "per-prompt reward, pooled over seeds). Selection, `weighted_reward` and `hypervolume_std` use them; "
-            "`mean_reward` rows stay in each value's own units.", ""]
+            "per-prompt reward, pooled over seeds). Selection, `weighted_reward` and the hypervolume rows "
+            "(`hypervolume_std`) use them; `mean_reward` rows stay in each value's own units.", ""]
 
 
 def claim_lines(comparisons: pd.DataFrame, target: str, at_chance: set[str]) -> list[str]:
