@@ -2,8 +2,11 @@
 
 Input per method: the test-prompt rewards of its selected points, ``x[seed, weighting, value, prompt]`` (see
 ``mva_core.selection``). A method's reward under weighting w is the mean over seeds and test prompts; its
-hypervolume is that of its per-weighting rewards against one fixed reference point. Every statistic is computed
-in each shared resample (``mva_core.statistics``), so differences between methods are paired.
+hypervolume is that of its per-weighting rewards against a reference point (SFT's rewards, recomputed in each
+resample). Every statistic is computed in each shared resample (``mva_core.statistics``), so differences between
+methods are paired. Statistics that combine values (``weighted_reward``, ``hypervolume``) are computed on
+standardised rewards (each value's rewards divided by its scale, ``selection.value_scales``); ``mean_reward`` rows
+are in the value's own units, ``win_rate`` rows are shares.
 
 The comparisons table has one row per (other method, metric, value, weighting), the claimed direction always
 "target better": ``estimate`` is target − other (win rates: rate − 0.5) and ``verdict`` says whether the CI
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mva_core.frontier import hypervolumes
+from mva_core.frontier import hypervolumes, reference_from_means
 from mva_core.selection import weighting_label
 from mva_core.statistics import ClusterResamples, Estimate, judge, percentile_interval, win_credit
 
@@ -37,14 +40,35 @@ class MethodRewards:
         """Σ_v w_v·R_v per weighting: value (W,), boot (B, W)."""
         return Estimate((self.rewards.value * weights).sum(-1), (self.rewards.boot * weights).sum(-1))
 
-    def hypervolume(self, reference: np.ndarray) -> Estimate:
-        """Hypervolume of the per-weighting reward vectors: value (), boot (B,)."""
-        return Estimate(hypervolumes(self.rewards.value[None], reference)[0], hypervolumes(self.rewards.boot, reference))
+    def hypervolume(self, reference: Estimate, scales: np.ndarray) -> Estimate:
+        """Hypervolume of the per-weighting reward vectors against ``reference`` (value (V,), boot (B, V): each
+        resample has its own), rewards and reference divided by ``scales``: value (), boot (B,)."""
+        return Estimate(hypervolumes(self.rewards.value[None] / scales, reference.value / scales)[0],
+                        hypervolumes(self.rewards.boot / scales, reference.boot / scales))
 
 
 def method_rewards(x: np.ndarray, resamples: ClusterResamples) -> MethodRewards:
     """Means of ``x[seed, weighting, value, prompt]`` over seeds and prompts, and their resamples."""
     return MethodRewards(resamples.estimate(x))
+
+
+def hypervolume_reference(rewards: np.ndarray, is_sft: np.ndarray, how: str | Sequence[float],
+                          resamples: ClusterResamples) -> Estimate:
+    """The hypervolume's reference point in the full sample and in each resample, from the test rewards of every
+    point ``rewards[seed, point, value, prompt]`` (``is_sft`` marks the SFT points): ``"sft"`` and ``"min"``
+    (``frontier.reference_from_means``) are recomputed inside each resample from the same resampled answers as the
+    points they measure, so a prompt effect every point shares moves the reference with them (paired); explicit
+    numbers (one per value, in the rewards' order) stay fixed."""
+    if isinstance(how, str):
+        return Estimate(reference_from_means(rewards.mean(axis=(0, -1)), how, is_sft),
+                        reference_from_means(resamples.means(rewards), how, is_sft))
+    return fixed_reference(how, resamples.n_boot)
+
+
+def fixed_reference(point: Sequence[float], n_boot: int) -> Estimate:
+    """A reference point that is the same in every one of ``n_boot`` resamples."""
+    fixed = np.asarray(point, dtype=float)
+    return Estimate(fixed, np.broadcast_to(fixed, (n_boot, len(fixed))))
 
 
 def _with_average(estimate: Estimate, axis: int = 0) -> Estimate:
@@ -55,15 +79,20 @@ def _with_average(estimate: Estimate, axis: int = 0) -> Estimate:
 
 
 class Comparator:
-    """Everything needed to compare methods of one run: selected test rewards, weightings, reference, resamples."""
+    """Everything needed to compare methods of one run: selected test rewards, weightings, reference, resamples and
+    the values' scales (``selection.value_scales``; default 1).
+
+    ``reference`` is a fixed point (one number per value) or an ``Estimate`` with one per resample
+    (``hypervolume_reference``)."""
 
     def __init__(self, selected: Mapping[str, np.ndarray], weightings: Sequence[Mapping[str, float]],
-                 values: Sequence[str], reference: Sequence[float], resamples: ClusterResamples,
-                 ci: float = 0.95, tie_tol: float = 0.0):
+                 values: Sequence[str], reference: Sequence[float] | Estimate, resamples: ClusterResamples,
+                 ci: float = 0.95, tie_tol: float = 0.0, scales: Sequence[float] | None = None):
         self.selected, self.values, self.resamples, self.ci, self.tie_tol = dict(selected), list(values), resamples, ci, tie_tol
+        self.scales = np.ones(len(self.values)) if scales is None else np.asarray(scales, dtype=float)
         self.weights = np.array([[w.get(v, 0.0) for v in self.values] for w in weightings], dtype=float)
         self.labels = [weighting_label(w) for w in weightings] + [ALL_WEIGHTINGS]
-        self.reference = np.asarray(reference, dtype=float)
+        self.reference = reference if isinstance(reference, Estimate) else fixed_reference(reference, resamples.n_boot)
         self.rewards = {m: method_rewards(x, resamples) for m, x in self.selected.items()}
         self._hypervolumes: dict[str, Estimate] = {}
         self._win_rates: dict[tuple[str, str], tuple[Estimate, np.ndarray]] = {}
@@ -73,13 +102,19 @@ class Comparator:
     def hypervolume(self, method: str) -> Estimate:
         """A method's hypervolume over all resamples (computed once; used by comparisons, table and leader)."""
         if method not in self._hypervolumes:
-            self._hypervolumes[method] = self.rewards[method].hypervolume(self.reference)
+            self._hypervolumes[method] = self.rewards[method].hypervolume(self.reference, self.scales)
         return self._hypervolumes[method]
 
+    @property
+    def hypervolume_unit(self) -> float:
+        """One standardised unit of hypervolume in raw reward units (the product of the scales)."""
+        return float(np.prod(self.scales))
+
     def seed_hypervolume(self, method: str, seed_index: int) -> float:
-        """Hypervolume of one training seed's selected points (means over the test prompts)."""
+        """Hypervolume (standardised) of one training seed's selected points (means over the test prompts), against
+        the full-sample reference."""
         means = self.selected[method][seed_index].mean(axis=-1)
-        return float(hypervolumes(means[None], self.reference)[0])
+        return float(hypervolumes(means[None] / self.scales, self.reference.value / self.scales)[0])
 
     def win_rates(self, a: str, b: str) -> tuple[Estimate, np.ndarray]:
         """Win rate of a against b per (weighting, value) with 'all' appended, and the raw credits (computed once
@@ -99,7 +134,8 @@ class Comparator:
         rows = []
         hv = self.hypervolume(a) - self.hypervolume(b)
         rows.append(self._row(a, b, "hypervolume", "", "", hv.value, hv.boot))
-        weighted = _with_average(self.rewards[a].weighted(self.weights) - self.rewards[b].weighted(self.weights))
+        standardised = self.weights / self.scales
+        weighted = _with_average(self.rewards[a].weighted(standardised) - self.rewards[b].weighted(standardised))
         for w, label in enumerate(self.labels):
             rows.append(self._row(a, b, "weighted_reward", "", label, weighted.value[w], weighted.boot[:, w]))
         mean = _with_average(self.rewards[a].rewards - self.rewards[b].rewards)
@@ -144,12 +180,17 @@ class Comparator:
         return pd.DataFrame(rows)
 
     def hypervolume_table(self) -> pd.DataFrame:
-        """Per method: hypervolume of its selected points on the test prompts, with CI."""
+        """Per method: hypervolume of its selected points on the test prompts, with CI, in raw reward units
+        (``hypervolume``, ``hv_ci_*``) and standardised (``hypervolume_std``, ``hv_std_ci_*``; raw / the product of
+        the scales)."""
         rows = []
         for method in self.selected:
             hv = self.hypervolume(method)
             low, high = percentile_interval(hv.boot, self.ci, self.n_prompts)
-            rows.append({"method": method, "hypervolume": float(hv.value), "hv_ci_low": float(low), "hv_ci_high": float(high)})
+            unit = self.hypervolume_unit
+            rows.append({"method": method, "hypervolume": float(hv.value) * unit, "hv_ci_low": float(low) * unit,
+                         "hv_ci_high": float(high) * unit, "hypervolume_std": float(hv.value),
+                         "hv_std_ci_low": float(low), "hv_std_ci_high": float(high)})
         return pd.DataFrame(rows)
 
     def leader(self) -> tuple[str, str, dict] | None:

@@ -61,6 +61,8 @@ NUMBER = ColumnType("numbers", _is_number_dtype,
 OPTIONAL_NUMBER = ColumnType("numbers or nulls", _is_number_dtype,
                              lambda value: _is_integer(value) or isinstance(value, (float, np.floating)), nullable=True)
 BOOLEAN = ColumnType("booleans", types.is_bool_dtype, lambda value: isinstance(value, (bool, np.bool_)))
+INTEGER_LIST = ColumnType("lists of integers", lambda dtype: False,
+                          lambda value: isinstance(value, (list, tuple, np.ndarray)) and all(map(_is_integer, value)))
 LAMBDA_PREFIX = "lam_"
 
 
@@ -106,11 +108,15 @@ WIN_RATES = TableContract("win-rate", {
     "weighting": TEXT, "target": TEXT, "baseline": TEXT, "value": TEXT, "win_rate": NUMBER, "ci_low": NUMBER,
     "ci_high": NUMBER, "verdict": TEXT})
 EFFICACY = TableContract("efficacy", {
-    "method": TEXT, "value": TEXT, "lambda": NUMBER, "estimate": NUMBER, "ci_low": NUMBER, "ci_high": NUMBER,
-    "verdict": TEXT, "spearman": OPTIONAL_NUMBER})
+    "method": TEXT, "value": TEXT, "lambda": NUMBER, "claim": TEXT, "estimate": NUMBER, "ci_low": NUMBER,
+    "ci_high": NUMBER, "verdict": TEXT, "spearman": OPTIONAL_NUMBER})
 INTERFERENCE = TableContract("interference", {
     "method": TEXT, "value_u": TEXT, "value_v": TEXT, "lambda": NUMBER, "estimate": NUMBER, "ci_low": NUMBER,
-    "ci_high": NUMBER, "verdict": TEXT})
+    "ci_high": NUMBER, "verdict": TEXT, "matched_gap": OPTIONAL_NUMBER})
+HYPERVOLUMES = TableContract("hypervolume (tables/frontiers)", {
+    "method": TEXT, "n_points": INTEGER, "n_selected": INTEGER, "n_selected_per_seed": INTEGER_LIST,
+    "n_hull_vertices": INTEGER, "n_hull_reachable": INTEGER, "hypervolume": NUMBER, "hv_ci_low": NUMBER,
+    "hv_ci_high": NUMBER, "hypervolume_std": NUMBER, "hv_std_ci_low": NUMBER, "hv_std_ci_high": NUMBER})
 SENSITIVITY = TableContract("sensitivity", {
     "weight": NUMBER, "series": TEXT, "hypervolume": NUMBER, "hv_ci_low": NUMBER, "hv_ci_high": NUMBER,
     "hsic_lora_a_sigma1": OPTIONAL_NUMBER})

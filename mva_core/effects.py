@@ -1,8 +1,9 @@
 """Does each value vector move its own value, and how much does adding another vector undo it?
 
 - **Efficacy**: for each method, value v and λ on v's own single-vector line (other values at 0), the paired
-  difference of v's mean test reward against the SFT model; and the Spearman correlation of λ (0 included) with
-  the mean own reward. Claimed direction: above SFT.
+  difference of v's mean reward against the SFT model; and the Spearman correlation of λ (0 included) with
+  the mean own reward. The claim follows the sign of λ: above SFT for λ > 0, below SFT for λ < 0 (a negative λ
+  subtracts the vector).
 - **Interference** (grid methods): for each ordered value pair (u, v) and level λ (``evaluation.interference_lambdas``,
   default 1), R_u(λ_u = λ, λ_v = λ) − R_u(λ_u = λ, λ_v = 0), other values at 0: how much adding v's vector changes
   u's reward (λ > 1: under extrapolation). Claimed direction: it lowers it
@@ -10,10 +11,14 @@
   method's interference with a penalty-free baseline's; claimed direction: less interference than the baseline.
   A penalty that shrinks v's vector lowers interference by weakening v alone, so rows
   ``<method> − <baseline> @ λ_v = x (matched efficacy)`` compare with the baseline's v vector scaled to the same
-  efficacy: x is the baseline's λ level on v's line whose mean v reward is closest to the method's at λ_v = λ,
-  chosen on the selection prompts and reported on the test prompts.
+  efficacy: per training seed, x is the baseline's λ level on v's line whose mean v reward is closest to the
+  method's at λ_v = λ in that seed, chosen on the selection prompts and reported on the test prompts (``x`` lists
+  one level per seed where they differ); ``matched_gap`` is the efficacy gap the match leaves (the method's mean v
+  reward at λ_v = λ minus the baseline's at x, test prompts; 0 is a perfect match).
 
-All estimates on the test prompts, with the run's shared cluster resamples (``mva_core.statistics``).
+Efficacy rows and plain interference rows choose nothing, so they use every evaluation prompt (selection and test);
+matched-efficacy rows choose a λ, so they are reported on the test prompts only. Each set of prompts has its own
+cluster resamples (``mva_core.statistics``), shared by every row on it.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from mva_core.rewards import SeededRewards
 from mva_core.statistics import ClusterResamples, judge
 
 EFFECT_COLUMNS = ["estimate", "ci_low", "ci_high", "n_prompts", "n_seeds", "verdict"]
+ABOVE_SFT, BELOW_SFT = "above SFT", "below SFT"
 
 
 def _lambda_points(points: pd.DataFrame, method: str, values: Sequence[str]) -> dict[tuple[float, ...], str]:
@@ -46,20 +52,20 @@ def _point_rewards(table: SeededRewards, method: str, point_id: str, value: str)
 
 
 class EffectEstimator:
-    """Paired differences of single points' rewards on the test prompts, with the run's resamples; ``selection``
-    (other prompts) is where choices such as the matched-efficacy λ are made."""
+    """Paired differences of single points' rewards on the prompts of ``reported`` (with ``resamples`` over those
+    prompts); ``selection`` (other prompts) is where choices such as the matched-efficacy λ are made."""
 
-    def __init__(self, test: SeededRewards, resamples: ClusterResamples, ci: float,
+    def __init__(self, reported: SeededRewards, resamples: ClusterResamples, ci: float,
                  selection: SeededRewards | None = None):
-        self.test, self.resamples, self.ci, self.selection = test, resamples, ci, selection
+        self.reported, self.resamples, self.ci, self.selection = reported, resamples, ci, selection
 
     def rewards(self, method: str, point_id: str, value: str) -> np.ndarray:
-        """Test rewards (seeds, prompts) of one point on one value."""
-        return _point_rewards(self.test, method, point_id, value)
+        """Reported rewards (seeds, prompts) of one point on one value."""
+        return _point_rewards(self.reported, method, point_id, value)
 
-    def selection_mean(self, method: str, point_id: str, value: str) -> float:
-        """Mean selection-prompt reward of one point on one value."""
-        return float(_point_rewards(self.selection, method, point_id, value).mean())
+    def selection_means(self, method: str, point_id: str, value: str) -> np.ndarray:
+        """Mean selection-prompt reward of one point on one value, per training seed."""
+        return _point_rewards(self.selection, method, point_id, value).mean(axis=-1)
 
     def row(self, diff: np.ndarray, direction: int = 1) -> dict:
         """Estimate and CI of the mean of the paired difference ``diff`` (seeds, prompts); the verdict with the claimed
@@ -70,9 +76,11 @@ class EffectEstimator:
 
 
 def efficacy_table(estimator: EffectEstimator, points: pd.DataFrame, values: Sequence[str]) -> pd.DataFrame:
-    """One row per (method, value, λ ≠ 0) of v's single-vector line; ``spearman`` of λ vs mean own reward."""
+    """One row per (method, value, λ ≠ 0) of v's single-vector line; ``claim`` (above SFT for λ > 0, below for
+    λ < 0) is what the verdict judges; ``spearman`` of λ vs mean own reward. Pass an estimator over every evaluation
+    prompt: no choice is made here."""
     rows = []
-    for method in estimator.test.keys.get_level_values("method").unique():
+    for method in estimator.reported.keys.get_level_values("method").unique():
         lam_points = _lambda_points(points, method, values)
         origin = lam_points.get(tuple(0.0 for _ in values))
         if origin is None:
@@ -86,26 +94,40 @@ def efficacy_table(estimator: EffectEstimator, points: pd.DataFrame, values: Seq
             means = [sft.mean()] + [estimator.rewards(method, pid, value).mean() for _, pid in line]
             rho = stats.spearmanr([0.0] + [lam for lam, _ in line], means).statistic if len(line) > 1 else np.nan
             for lam, pid in line:
+                direction = 1 if lam > 0 else -1
                 rows.append({"method": method, "value": value, "lambda": lam,
-                             **estimator.row(estimator.rewards(method, pid, value) - sft), "spearman": float(rho)})
-    return pd.DataFrame(rows, columns=["method", "value", "lambda", *EFFECT_COLUMNS, "spearman"])
+                             "claim": ABOVE_SFT if direction == 1 else BELOW_SFT,
+                             **estimator.row(estimator.rewards(method, pid, value) - sft, direction),
+                             "spearman": float(rho)})
+    return pd.DataFrame(rows, columns=["method", "value", "lambda", "claim", *EFFECT_COLUMNS, "spearman"])
+
+
+def _interference(estimator: EffectEstimator, lam_points: dict[tuple[float, ...], str], method: str,
+                  values: Sequence[str], i: int, j: int, lam: float) -> np.ndarray | None:
+    """R_u(λ_u = λ, λ_v = λ) − R_u(λ_u = λ, λ_v = 0) per (seed, prompt) of ``estimator`` (u, v = values i, j), or None
+    without those points."""
+    alone = tuple(lam if k == i else 0.0 for k in range(len(values)))
+    both = tuple(lam if k in (i, j) else 0.0 for k in range(len(values)))
+    if alone not in lam_points or both not in lam_points:
+        return None
+    return estimator.rewards(method, lam_points[both], values[i]) - estimator.rewards(method, lam_points[alone], values[i])
 
 
 def interference_table(estimator: EffectEstimator, points: pd.DataFrame, values: Sequence[str],
-                       baselines: Sequence[str], lambdas: Sequence[float] = (1.0,)) -> pd.DataFrame:
+                       baselines: Sequence[str], lambdas: Sequence[float] = (1.0,),
+                       matched: EffectEstimator | None = None) -> pd.DataFrame:
     """Rows per (method, u, v, λ in ``lambdas``): R_u(λ, λ) − R_u(λ, 0); then ``<method> − <baseline>`` rows
-    (paired), plain and at matched efficacy."""
+    (paired), plain (``estimator``: every evaluation prompt) and, with ``matched`` (an estimator over the test
+    prompts whose ``selection`` holds the selection prompts), at matched efficacy with ``matched_gap``."""
     diffs: dict[tuple[str, str, str, float], np.ndarray] = {}
-    by_method = {m: _lambda_points(points, m, values) for m in estimator.test.keys.get_level_values("method").unique()}
+    by_method = {m: _lambda_points(points, m, values) for m in estimator.reported.keys.get_level_values("method").unique()}
     for method, lam_points in by_method.items():
         for lam in lambdas:
             for i, u in enumerate(values):
                 for j, v in enumerate(values):
-                    alone = tuple(lam if k == i else 0.0 for k in range(len(values)))
-                    both = tuple(lam if k in (i, j) else 0.0 for k in range(len(values)))
-                    if i != j and alone in lam_points and both in lam_points:
-                        diffs[(method, u, v, lam)] = (estimator.rewards(method, lam_points[both], u)
-                                                      - estimator.rewards(method, lam_points[alone], u))
+                    d = _interference(estimator, lam_points, method, values, i, j, lam) if i != j else None
+                    if d is not None:
+                        diffs[(method, u, v, lam)] = d
     rows = [{"method": m, "value_u": u, "value_v": v, "lambda": lam, "claim": "adding v lowers u",
              **estimator.row(d, direction=-1)} for (m, u, v, lam), d in diffs.items()]
     for baseline in baselines:
@@ -114,17 +136,19 @@ def interference_table(estimator: EffectEstimator, points: pd.DataFrame, values:
                 rows.append({"method": f"{m} − {baseline}", "value_u": u, "value_v": v, "lambda": lam,
                              "claim": f"{m} interferes less than {baseline}",
                              **estimator.row(d - diffs[(baseline, u, v, lam)])})
-                if estimator.selection is not None:
-                    rows += _matched_efficacy_rows(estimator, by_method[m], by_method[baseline], values, m,
-                                                   baseline, (u, v, lam), d)
-    return pd.DataFrame(rows, columns=["method", "value_u", "value_v", "lambda", "claim", *EFFECT_COLUMNS])
+                if matched is not None:
+                    rows += _matched_efficacy_rows(matched, by_method[m], by_method[baseline], values, m,
+                                                   baseline, (u, v, lam))
+    return pd.DataFrame(rows, columns=["method", "value_u", "value_v", "lambda", "claim", *EFFECT_COLUMNS,
+                                       "matched_gap"])
 
 
 def _matched_efficacy_rows(estimator: EffectEstimator, ours: dict[tuple[float, ...], str],
                            theirs: dict[tuple[float, ...], str], values: Sequence[str], method: str, baseline: str,
-                           pair: tuple[str, str, float], interference: np.ndarray) -> list[dict]:
-    """``method``'s interference (u <- v, both at λ) minus ``baseline``'s with v at the level whose v efficacy
-    matches the method's at λ (``ours``/``theirs``: λ vector -> point_id of the method and of the baseline)."""
+                           pair: tuple[str, str, float]) -> list[dict]:
+    """``method``'s interference (u <- v, both at λ) minus ``baseline``'s with v, in each training seed, at the level
+    whose v efficacy on that seed's selection prompts matches the method's at λ (``ours``/``theirs``: λ vector ->
+    point_id of the method and of the baseline); reported on ``estimator``'s (test) prompts."""
     u, v, level = pair
     i, j = values.index(u), values.index(v)
 
@@ -135,10 +159,16 @@ def _matched_efficacy_rows(estimator: EffectEstimator, ours: dict[tuple[float, .
               if lam > 0 and vec(0.0, lam) in theirs and vec(level, lam) in theirs]
     if not levels or vec(level, 0.0) not in theirs or vec(0.0, level) not in ours:
         return []
-    target = estimator.selection_mean(method, ours[vec(0.0, level)], v)
-    lam = min(levels, key=lambda x: abs(estimator.selection_mean(baseline, theirs[vec(0.0, x)], v) - target))
-    matched = (estimator.rewards(baseline, theirs[vec(level, lam)], u)
-               - estimator.rewards(baseline, theirs[vec(level, 0.0)], u))
-    return [{"method": f"{method} − {baseline} @ λ_{v} = {lam:g} (matched efficacy)", "value_u": u, "value_v": v,
+    target = estimator.selection_means(method, ours[vec(0.0, level)], v)  # (seeds,)
+    gaps = np.stack([np.abs(estimator.selection_means(baseline, theirs[vec(0.0, x)], v) - target) for x in levels])
+    chosen = [levels[k] for k in np.argmin(gaps, axis=0)]  # per seed; ties to the smaller level
+    seeds = np.arange(len(chosen))
+    matched = np.stack([estimator.rewards(baseline, theirs[vec(level, lam)], u)[s] for s, lam in zip(seeds, chosen)])
+    matched = matched - estimator.rewards(baseline, theirs[vec(level, 0.0)], u)
+    theirs_v = np.stack([estimator.rewards(baseline, theirs[vec(0.0, lam)], v)[s] for s, lam in zip(seeds, chosen)])
+    gap = float((estimator.rewards(method, ours[vec(0.0, level)], v) - theirs_v).mean())
+    label = "/".join(f"{lam:g}" for lam in chosen) if len(set(chosen)) > 1 else f"{chosen[0]:g}"
+    ours_interference = _interference(estimator, ours, method, values, i, j, level)
+    return [{"method": f"{method} − {baseline} @ λ_{v} = {label} (matched efficacy)", "value_u": u, "value_v": v,
              "lambda": level, "claim": f"{method} interferes less than {baseline} at equal efficacy of {v}",
-             **estimator.row(interference - matched)}]
+             **estimator.row(ours_interference - matched), "matched_gap": gap}]

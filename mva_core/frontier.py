@@ -7,10 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
-
-from mva_core.contracts import POINTS, validate_table
-from mva_core.rewards import KEY, value_columns
 
 
 def _as_matrix(points: np.ndarray) -> np.ndarray:
@@ -63,56 +59,41 @@ def hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
     return _hv_positive(np.unique(shifted[pareto_mask(shifted)], axis=0))
 
 
-def hypervolumes(points: np.ndarray, reference: Sequence[float]) -> np.ndarray:
-    """Exact hypervolume of each set ``points[b]`` (shape (n_sets, n_points, k)) against one ``reference``.
+def hypervolumes(points: np.ndarray, reference: np.ndarray | Sequence[float]) -> np.ndarray:
+    """Exact hypervolume of each set ``points[b]`` (shape (n_sets, n_points, k)) against ``reference``: one k-vector
+    for every set, or one per set (shape (n_sets, k), e.g. a reference recomputed in each resample).
 
     Vectorised for k = 2 (a point not dominating the reference is clipped to a zero-volume box), a loop of
     :func:`hypervolume` otherwise.
     """
     arr = np.asarray(points, dtype=float)
     ref = np.asarray(reference, dtype=float)
-    if arr.ndim != 3 or ref.shape != (arr.shape[2],):
-        raise ValueError(f"points must be (sets, n, k) with a k-vector reference, got {arr.shape} and {ref.shape}")
+    if arr.ndim != 3 or ref.shape not in ((arr.shape[2],), (arr.shape[0], arr.shape[2])):
+        raise ValueError(f"points must be (sets, n, k) with a k-vector or (sets, k) reference, got {arr.shape} and "
+                         f"{ref.shape}")
     if not np.isfinite(arr).all():
         raise ValueError("points contain non-finite entries")
+    ref = np.broadcast_to(ref, (arr.shape[0], arr.shape[2]))
     if arr.shape[2] != 2:
-        return np.array([hypervolume(part, ref) for part in arr])
-    boxes = np.clip(arr - ref, 0.0, None)
+        return np.array([hypervolume(part, r) for part, r in zip(arr, ref)])
+    boxes = np.clip(arr - ref[:, None, :], 0.0, None)
     order = np.argsort(-boxes[..., 0], axis=1, kind="stable")
     x = np.take_along_axis(boxes[..., 0], order, axis=1)
     running_max = np.maximum.accumulate(np.take_along_axis(boxes[..., 1], order, axis=1), axis=1)
     return np.sum(x * np.diff(running_max, axis=1, prepend=0.0), axis=1)
 
 
-def reference_point(
-    wide: pd.DataFrame,
-    how: str | Sequence[float],
-    points: pd.DataFrame | None = None,
-    margin: float = 0.01,
-) -> np.ndarray:
-    """Reference point in the order of ``value_columns(wide)``.
-
-    ``"sft"``: mean of the rows whose ``kind`` is ``"sft"`` in ``points`` (usually one model scored once or
-    several times); ``"min"``: per-value minimum over all rows minus ``margin`` × the per-value range (× 1 if
-    the range is 0); a sequence: used as given.
+def reference_from_means(means: np.ndarray, how: str, is_sft: np.ndarray, margin: float = 0.01) -> np.ndarray:
+    """The reference point computed from mean rewards ``means[..., point, value]`` (leading axes, e.g. resamples,
+    are kept): ``"sft"``, the mean of the points where ``is_sft`` (usually one model scored once per method);
+    ``"min"``, the per-value minimum over all points minus ``margin`` × the per-value range (× 1 if the range is 0).
     """
-    values = value_columns(wide)
-    if isinstance(how, str):
-        if how == "sft":
-            if points is None:
-                raise ValueError("reference 'sft' needs the points table")
-            validate_table(points, POINTS.only(*KEY, "kind"))
-            sft = points.loc[points["kind"] == "sft", KEY].astype(str)
-            rows = wide.index.intersection(pd.MultiIndex.from_frame(sft))
-            if len(rows) == 0:
-                raise ValueError("reference 'sft': no scored point has kind == 'sft'")
-            return wide.loc[rows, values].to_numpy(dtype=float).mean(axis=0)
-        if how == "min":
-            table = wide[values].to_numpy(dtype=float)
-            low, span = table.min(axis=0), np.ptp(table, axis=0)
-            return low - margin * np.where(span > 0, span, 1.0)
-        raise ValueError(f"reference must be 'sft', 'min' or a list of {len(values)} floats, got {how!r}")
-    ref = np.asarray(how, dtype=float)
-    if ref.shape != (len(values),):
-        raise ValueError(f"explicit reference {list(how)} has {ref.size} entries, expected one per value {values}")
-    return ref
+    arr = np.asarray(means, dtype=float)
+    if how == "sft":
+        if not np.any(is_sft):
+            raise ValueError("reference 'sft': no scored point has kind == 'sft'")
+        return arr[..., np.asarray(is_sft, dtype=bool), :].mean(axis=-2)
+    if how == "min":
+        low, span = arr.min(axis=-2), np.ptp(arr, axis=-2)
+        return low - margin * np.where(span > 0, span, 1.0)
+    raise ValueError(f"reference must be 'sft', 'min' or one number per value, got {how!r}")

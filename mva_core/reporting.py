@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mva_core.comparisons import ALL_WEIGHTINGS, Comparator
+from mva_core.comparisons import ALL_WEIGHTINGS, Comparator, hypervolume_reference
 from mva_core.decorrelation import MEASURES, table_columns
 from mva_core.effects import EffectEstimator, efficacy_table, interference_table
 from mva_core.figures import (
@@ -22,16 +22,18 @@ from mva_core.figures import (
     plot_training_curves,
     plot_win_rates,
 )
-from mva_core.frontier import pareto_mask, reference_point
+from mva_core.frontier import pareto_mask
 from mva_core.methods import method_from_section
 from mva_core.rewards import KEY, SeededRewards, seeded_rewards, wide_means
 from mva_core.selection import (
     SELECTION,
     TEST,
+    hull_counts,
     select_held_out,
     selected_test_rewards,
     selection_weightings,
     split_prompts,
+    value_scales,
     weighting_label,
 )
 from mva_core.statistics import ClusterResamples, cluster_resamples, percentile_interval, t_interval
@@ -86,31 +88,42 @@ def descriptive_frontiers(means: pd.DataFrame) -> pd.DataFrame:
 
 def hypervolume_by_seed(comparator: Comparator, seeds: Sequence[str], ci: float) -> pd.DataFrame:
     """Each method's held-out hypervolume per training seed, then mean and a t-interval across seeds (a
-    description: the paired comparisons are the evidence)."""
-    rows = []
+    description: the paired comparisons are the evidence); ``hypervolume`` in raw reward units, ``hypervolume_std``
+    standardised."""
+    rows, unit = [], comparator.hypervolume_unit
     for method in comparator.selected:
-        per_seed = [comparator.seed_hypervolume(method, s) for s in range(len(seeds))]
-        rows += [{"method": method, "seed": seed, "hypervolume": hv} for seed, hv in zip(seeds, per_seed)]
+        per_seed = [comparator.seed_hypervolume(method, s) * unit for s in range(len(seeds))]
+        rows += [{"method": method, "seed": seed, "hypervolume": hv, "hypervolume_std": hv / unit}
+                 for seed, hv in zip(seeds, per_seed)]
         mean, low, high = t_interval(per_seed, ci)
-        rows.append({"method": method, "seed": "all", "hypervolume": mean, "ci_low": low, "ci_high": high,
-                     "n_seeds": len(per_seed)})
+        rows.append({"method": method, "seed": "all", "hypervolume": mean, "hypervolume_std": mean / unit,
+                     "ci_low": low, "ci_high": high, "n_seeds": len(per_seed)})
     return pd.DataFrame(rows)
 
 
-def _reference(means: pd.DataFrame, how: str | Sequence[float], points: pd.DataFrame, values: Sequence[str],
-               columns: Sequence[str]) -> np.ndarray:
-    """The run's fixed hypervolume reference, in ``columns`` order (explicit numbers are given in training order)."""
+def _reference_setting(how: str | Sequence[float], values: Sequence[str], columns: Sequence[str]) -> str | list[float]:
+    """``evaluation.reference_point`` with explicit numbers (given in training order) put in ``columns`` order."""
     if isinstance(how, str):
-        return reference_point(wide_means(means)[list(columns)], how, points)
+        return how
     if len(how) != len(values):
         raise ValueError(f"evaluation.reference_point {list(how)} needs one number per value {list(values)}")
-    return np.array([dict(zip(values, how))[c] for c in columns], dtype=float)
+    return [float(dict(zip(values, how))[c]) for c in columns]
+
+
+def selection_counts(selections: pd.DataFrame, seeds: Sequence[str]) -> pd.DataFrame:
+    """Per method: ``n_selected`` (distinct points over all seeds and weightings) and ``n_selected_per_seed`` (the
+    distinct points of each training seed, in ``seeds`` order)."""
+    per_seed = selections.groupby(["method", "seed"])["point_id"].nunique()
+    return pd.DataFrame([{"method": method, "n_selected": int(part["point_id"].nunique()),
+                          "n_selected_per_seed": [int(per_seed[(method, seed)]) for seed in seeds]}
+                         for method, part in selections.groupby("method", sort=False)])
 
 
 def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFrame, evaluation: Mapping,
                  values: Sequence[str], seed: int, baselines: Sequence[str] = ()) -> EvaluationTables:
-    """Held-out selection, point means, frontiers, paired comparisons, win rates, per-seed hypervolumes, and the
-    efficacy and interference tables (``mva_core.effects``).
+    """Held-out selection (on standardised rewards: ``selection.value_scales``, echoed in ``design``), point means,
+    frontiers, paired comparisons, win rates, per-seed hypervolumes, and the efficacy and interference tables
+    (``mva_core.effects``; every evaluation prompt, matched-efficacy rows on the test prompts).
 
     ``values`` is the training order (weightings are given in it); ``seed`` seeds the resamples; ``baselines`` are
     the penalty-free grid methods other methods' interference and held-out rewards are compared with.
@@ -120,25 +133,31 @@ def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFra
     selection = rewards.prompt_subset(split.loc[split["part"] == SELECTION, "prompt_id"].tolist())
     test = rewards.prompt_subset(split.loc[split["part"] == TEST, "prompt_id"].tolist())
     weightings = selection_weightings(values, evaluation["selection_weightings"], evaluation["weightings"])
-    selections = select_held_out(selection, points, weightings)
+    scales = value_scales(selection, points)
+    selections = select_held_out(selection, points, weightings, scales.scales)
     resamples = cluster_resamples(len(test.prompts), len(test.seeds), evaluation["bootstrap"], seed)
     ci = evaluation["ci"]
     means = point_means(selection, test, resamples, ci)
-    reference = _reference(means, evaluation["reference_point"], points, values, test.values)
+    kinds = points.astype({"method": str, "point_id": str}).set_index(KEY)["kind"]
+    reference = hypervolume_reference(test.rewards, np.array([kinds.get(k) == "sft" for k in test.keys]),
+                                      _reference_setting(evaluation["reference_point"], values, test.values), resamples)
     comparator = Comparator(selected_test_rewards(test, selections, weightings), weightings, test.values, reference,
-                            resamples, ci, evaluation["tie_tolerance"])
-    frontiers = descriptive_frontiers(means).merge(comparator.hypervolume_table(), on="method")
-    frontiers = frontiers.assign(n_selected=frontiers["method"].map(selections.groupby("method")["point_id"].nunique()),
-                                 **{f"ref_{v}": float(r) for v, r in zip(test.values, reference)})
+                            resamples, ci, evaluation["tie_tolerance"], scales.scales)
+    frontiers = (descriptive_frontiers(means).merge(comparator.hypervolume_table(), on="method")
+                 .merge(selection_counts(selections, test.seeds), on="method")
+                 .merge(hull_counts(selection, weightings, scales.scales), on="method")
+                 .assign(**{f"ref_{v}": float(r) for v, r in zip(test.values, reference.value)}))
     target = evaluation["win_rate_target"]
     several = len(comparator.selected) > 1
     win_labels = [weighting_label(dict(zip(values, w))) for w in evaluation["weightings"]] + [ALL_WEIGHTINGS]
     leader = comparator.leader()
-    effects = EffectEstimator(test, resamples, ci, selection)
+    every_prompt = EffectEstimator(rewards, cluster_resamples(len(rewards.prompts), len(rewards.seeds),
+                                                              evaluation["bootstrap"], seed), ci)
+    matched = EffectEstimator(test, resamples, ci, selection)
     design = pd.DataFrame([{"n_prompts": len(rewards.prompts), "n_selection_prompts": len(selection.prompts),
                             "n_test_prompts": len(test.prompts), "n_seeds": len(test.seeds),
                             "n_weightings": len(weightings), "n_boot": resamples.n_boot, "ci": ci,
-                            "seeds_resampled": resamples.resamples_seeds}])
+                            "seeds_resampled": resamples.resamples_seeds, **scales.columns()}])
     return EvaluationTables(
         means=means,
         frontiers=frontiers,
@@ -149,8 +168,9 @@ def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFra
         leader=pd.DataFrame([leader[2]]) if leader else pd.DataFrame(),
         seed_hypervolumes=hypervolume_by_seed(comparator, test.seeds, ci),
         design=design,
-        efficacy=efficacy_table(effects, points, values),
-        interference=interference_table(effects, points, values, baselines, evaluation["interference_lambdas"]),
+        efficacy=efficacy_table(every_prompt, points, values),
+        interference=interference_table(every_prompt, points, values, baselines, evaluation["interference_lambdas"],
+                                        matched),
     )
 
 

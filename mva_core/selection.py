@@ -4,14 +4,19 @@ deployable point per preference weighting chosen on the selection part only.
 A method with more grid points has more chances to look good by luck; choosing its point on prompts that are
 not used to report it removes that advantage. Every method gets the same number of selected points (one per
 weighting and training seed), so hypervolumes and win rates compare like with like.
+
+Values are weighted on standardised rewards (reward / the value's scale, ``value_scales``): raw rewards come in
+unrelated units (words, shares), and a weighting of raw rewards lets the value with the widest range decide alone.
 """
 from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import linprog
 
 from mva_core.contracts import EVALUATION_PROMPTS, POINTS, lam_columns, validate_table
 from mva_core.rewards import KEY, SeededRewards
@@ -78,18 +83,113 @@ def selection_weightings(values: Sequence[str], configured: Sequence[Sequence[fl
     return list(result.values())
 
 
-def select_held_out(rewards: SeededRewards, points: pd.DataFrame,
-                    weightings: Sequence[Mapping[str, float]]) -> pd.DataFrame:
-    """Per training seed, weighting and method: the point maximising Σ_v w_v·mean_v over ``rewards``' prompts.
+@dataclass(frozen=True)
+class ValueScales:
+    """One scale per value (in ``values`` order) dividing its rewards wherever values are weighted, and what each
+    was computed from: ``sft`` (the SFT model's spread), ``all points`` (the floor when that is 0) or ``unit`` (1.0,
+    when every reward of the value is the same)."""
 
-    Pass the selection prompts only. Ties go to the smallest point_id. Returns columns seed, weighting,
-    ``w_<value>``, method, point_id, kind, selection_score and the point's ``lam_*`` columns.
+    values: tuple[str, ...]
+    scales: np.ndarray
+    basis: tuple[str, ...]
+
+    def columns(self) -> dict[str, float | str]:
+        """``scale_<value>`` columns and ``scale_basis`` (e.g. ``concise=sft,positive=sft``), for ``tables/design``."""
+        return {**{f"scale_{v}": float(s) for v, s in zip(self.values, self.scales)},
+                "scale_basis": ",".join(f"{v}={b}" for v, b in zip(self.values, self.basis))}
+
+
+def _pooled_sd(rewards: np.ndarray) -> np.ndarray:
+    """Per value, the square root of the mean over (seed, point) of the variance over prompts of
+    ``rewards[seed, point, value, prompt]`` (0 with fewer than two prompts or no points)."""
+    if rewards.shape[1] == 0 or rewards.shape[-1] < 2:
+        return np.zeros(rewards.shape[2])
+    return np.sqrt(rewards.var(axis=-1, ddof=1).mean(axis=(0, 1)))
+
+
+def value_scales(selection: SeededRewards, points: pd.DataFrame) -> ValueScales:
+    """Each value's scale, from the selection prompts only and the same for every method: the standard deviation of
+    the SFT model's per-prompt reward (the ``kind == "sft"`` points, λ = 0), pooled over training seeds (and over
+    the SFT points of several methods); where that is 0 (or there is no SFT point), the pooled standard deviation of
+    every point's per-prompt reward; where that is 0 too, 1.0.
+
+    The SFT model is the one point every method shares, so its prompt-to-prompt spread is a unit no method's training
+    moves; a standardised difference of 1 is one typical prompt-to-prompt difference of the starting model.
     """
     validate_table(points, POINTS.only(*KEY, "kind"))
+    kinds = points.astype({"method": str, "point_id": str}).set_index(KEY)["kind"]
+    is_sft = np.array([kinds.get(key) == "sft" for key in selection.keys])
+    candidates = [("sft", _pooled_sd(selection.rewards[:, is_sft])), ("all points", _pooled_sd(selection.rewards)),
+                  ("unit", np.ones(len(selection.values)))]
+    typical = np.abs(selection.rewards).mean(axis=(0, 1, 3))
+    scales, basis = np.ones(len(selection.values)), []
+    for v in range(len(selection.values)):
+        name, sd = next((name, sd) for name, sd in candidates if sd[v] > 1e-12 * (1.0 + typical[v]) or name == "unit")
+        scales[v] = sd[v]
+        basis.append(name)
+    return ValueScales(selection.values, scales, tuple(basis))
+
+
+def hull_vertices(means: np.ndarray) -> np.ndarray:
+    """True for the rows of ``means`` (points × values) that are the only maximiser of Σ_v w_v·x_v for some
+    non-negative weighting w: the vertices of the frontier's convex hull, the only points a weighted sum selects
+    for sure (exact duplicates count as one: both are vertices).
+
+    One linear programme per point: maximise t subject to w·(x_j − x_i) + t <= 0 for every other distinct point j,
+    w >= 0, Σw = 1; point i is a vertex when t > 0.
+    """
+    arr = np.asarray(means, dtype=float)
+    n, k = arr.shape
+    vertex = np.zeros(n, dtype=bool)
+    cost = np.zeros(k + 1)
+    cost[-1] = -1.0  # maximise t
+    for i in range(n):
+        others = arr[(arr != arr[i]).any(axis=1)]
+        if len(others) == 0:
+            vertex[i] = True
+            continue
+        result = linprog(cost, A_ub=np.hstack([others - arr[i], np.ones((len(others), 1))]), b_ub=np.zeros(len(others)),
+                         A_eq=np.append(np.ones(k), 0.0)[None], b_eq=[1.0], bounds=[(0, None)] * k + [(None, None)],
+                         method="highs")
+        vertex[i] = result.status == 0 and -result.fun > 1e-9 * (1.0 + np.abs(arr).max())
+    return vertex
+
+
+def hull_counts(selection: SeededRewards, weightings: Sequence[Mapping[str, float]],
+                scales: np.ndarray) -> pd.DataFrame:
+    """Per method: ``n_hull_vertices`` (vertices of the convex hull of its points' standardised selection-prompt
+    means, pooled over seeds) and ``n_hull_reachable`` (those the ``weightings`` select: the most distinct points the
+    weighting lattice can pick, ties to the smallest point_id as in ``select_held_out``)."""
+    weights = np.array([[w.get(v, 0.0) for v in selection.values] for w in weightings])
+    means = selection.rewards.mean(axis=(0, -1)) / scales  # (points, values)
+    rows = []
+    for method in selection.keys.get_level_values("method").unique():
+        member = means[selection.method_rows(method)]  # rows are sorted by point_id
+        vertex = hull_vertices(member)
+        chosen = set(np.argmax(member @ weights.T, axis=0).tolist())
+        rows.append({"method": method, "n_hull_vertices": int(vertex.sum()),
+                     "n_hull_reachable": int(sum(vertex[i] for i in chosen))})
+    return pd.DataFrame(rows)
+
+
+def select_held_out(rewards: SeededRewards, points: pd.DataFrame, weightings: Sequence[Mapping[str, float]],
+                    scales: np.ndarray | None = None) -> pd.DataFrame:
+    """Per training seed, weighting and method: the point maximising Σ_v w_v·mean_v / scale_v over ``rewards``'
+    prompts (standardised rewards; ``scales`` in ``rewards.values`` order, default ``value_scales(rewards,
+    points)``).
+
+    Pass the selection prompts only. Ties go to the smallest point_id. Returns columns seed, weighting,
+    ``w_<value>``, method, point_id, kind, selection_score (the standardised score maximised) and the point's
+    ``lam_*`` columns.
+    """
+    validate_table(points, POINTS.only(*KEY, "kind"))
+    if scales is None:
+        scales = value_scales(rewards, points).scales
     info = points.astype({"method": str, "point_id": str}).set_index(KEY)
     weights = np.array([[w.get(v, 0.0) for v in rewards.values] for w in weightings])
     labels = [weighting_label(w) for w in weightings]
-    scores = np.einsum("spv,wv->swp", rewards.rewards.mean(axis=-1), weights)  # (seeds, weightings, points)
+    standardised = rewards.rewards.mean(axis=-1) / np.asarray(scales, dtype=float)  # (seeds, points, values)
+    scores = np.einsum("spv,wv->swp", standardised, weights)  # (seeds, weightings, points)
     rows = []
     for method in rewards.keys.get_level_values("method").unique():
         member = rewards.method_rows(method)

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from mva_core.comparisons import ALL_WEIGHTINGS
+from mva_core.contracts import HYPERVOLUMES, validate_table
 from mva_core.decorrelation import MEASURES, measure_reading
 from mva_core.markdown import to_markdown
 from mva_core.statistics import AT_CHANCE, SUPPORTED
@@ -55,7 +56,20 @@ def design_lines(design: pd.DataFrame) -> list[str]:
             f"({d['n_weightings']} weightings, per training seed) and {d['n_test_prompts']} report it. "
             f"{d['n_seeds']} training seed(s); {d['n_boot']} paired resamples; {d['ci']:.0%} intervals cover "
             f"{coverage}. Verdicts: *supported* / *contradicted* when the paired CI excludes 0 on the claimed / "
-            "other side, else *inconclusive*.", ""]
+            "other side, else *inconclusive*.", "", *scale_lines(design)]
+
+
+def scale_lines(design: pd.DataFrame) -> list[str]:
+    """The values' scales: selection, weighted rewards and hypervolumes use rewards divided by them."""
+    d = design.iloc[0]
+    scales = {str(c)[len("scale_"):]: d[c] for c in design.columns if str(c).startswith("scale_") and c != "scale_basis"}
+    if not scales:
+        return []
+    listed = ", ".join(f"{value} {scale:.4g}" for value, scale in scales.items())
+    return [f"Values are weighted on standardised rewards (reward / scale; scales from the selection prompts, the same "
+            f"for every method): {listed} (basis: {d['scale_basis']}; `sft` = the standard deviation of the SFT model's "
+            "per-prompt reward, pooled over seeds). Selection, `weighted_reward` and the hypervolume rows "
+            "(`hypervolume_std`) use them; `mean_reward` rows stay in each value's own units.", ""]
 
 
 def claim_lines(comparisons: pd.DataFrame, target: str, at_chance: set[str]) -> list[str]:
@@ -109,7 +123,8 @@ def effect_lines(efficacy: pd.DataFrame, interference: pd.DataFrame, at_chance: 
     if len(efficacy):
         at_one = efficacy[efficacy["lambda"] == 1.0]
         columns = ["method", "value", "estimate", "ci_low", "ci_high", "verdict", "spearman"]
-        lines += ["## Efficacy: each value vector alone at λ = 1 against SFT, on its own value (test prompts)", "",
+        lines += ["## Efficacy: each value vector alone at λ = 1 against SFT, on its own value (every evaluation "
+                  "prompt)", "",
                   "`spearman`: rank correlation of λ (0 included) with the mean own reward along the vector's line; "
                   "every λ is in `tables/efficacy.md`.", "", to_markdown(at_one[columns]), ""]
         weak = sorted(set(at_one.loc[at_one["verdict"] != SUPPORTED, "value"]))
@@ -120,7 +135,9 @@ def effect_lines(efficacy: pd.DataFrame, interference: pd.DataFrame, at_chance: 
             lines += [f"(Evaluators of {sorted(at_chance)} are at chance: their efficacy rows are not evidence.)", ""]
     if len(interference):
         lines += ["## Interference: adding value v's vector changes value u's reward (λ_u = λ_v = λ vs λ_u = λ alone)", "",
-                  to_markdown(interference), ""]
+                  "Every evaluation prompt, except the matched-efficacy rows (λ_v chosen per training seed on the "
+                  "selection prompts, reported on the test prompts; `matched_gap`: the v efficacy gap the match "
+                  "leaves).", "", to_markdown(interference), ""]
     return lines
 
 
@@ -165,8 +182,14 @@ def summary_markdown(run_name: str, tables, rm_accuracy: Sequence[Mapping], deco
     lines += design_lines(tables.design)
     evaluators, at_chance = evaluator_lines(rm_accuracy)
     lines += evaluators
-    hv = tables.frontiers[["method", "n_points", "n_selected", "hypervolume", "hv_ci_low", "hv_ci_high"]]
-    lines += ["## Hypervolume of each method's held-out selected points (test prompts)", "", to_markdown(hv), ""]
+    columns = ["method", "n_points", "n_selected", "n_selected_per_seed", "n_hull_vertices", "n_hull_reachable",
+               "hypervolume_std", "hv_std_ci_low", "hv_std_ci_high", "hypervolume", "hv_ci_low", "hv_ci_high"]
+    hv = validate_table(tables.frontiers, HYPERVOLUMES)[columns]
+    lines += ["## Hypervolume of each method's held-out selected points (test prompts)", "",
+              "`n_selected`: distinct selected points over seeds and weightings (`n_selected_per_seed`: per training "
+              "seed); `n_hull_vertices`: points on the convex hull of the method's frontier (selection prompts), "
+              "`n_hull_reachable`: those the weightings can select. `hypervolume_std` on standardised rewards, "
+              "`hypervolume` in raw reward units (their product).", "", to_markdown(hv), ""]
     lines += leader_line(tables.leader)
     claims = claim_lines(tables.comparisons, target, at_chance)
     if claims:

@@ -8,6 +8,7 @@ import pytest
 
 from mva_core.contracts import (
     EVALUATION_PROMPTS,
+    HYPERVOLUMES,
     PAIRS,
     POINTS,
     SCORES,
@@ -66,3 +67,16 @@ def test_a_wrong_dtype_is_named_with_the_file_and_column(tmp_path):
         validate_table(pairs().assign(chosen=[None, "x"]), PAIRS)
     with pytest.raises(ContractError, match=r"column 'lam_helpful' .* numbers"):
         validate_table(pd.DataFrame({"point_id": ["x"], "kind": ["grid"], "method": ["m"], "lam_helpful": ["1"]}), POINTS)
+
+
+def test_selection_counts_per_seed_are_lists_of_integers(tmp_path):
+    frontiers = pd.DataFrame({"method": ["mva"], "n_points": [16], "n_selected": [11], "n_selected_per_seed": [[11, 10]],
+                              "n_hull_vertices": [15], "n_hull_reachable": [11], "hypervolume": [0.7],
+                              "hv_ci_low": [0.5], "hv_ci_high": [0.9], "hypervolume_std": [0.75],
+                              "hv_std_ci_low": [0.55], "hv_std_ci_high": [0.95]})
+    write_table(frontiers, tmp_path / "frontiers.parquet", HYPERVOLUMES)
+    assert read_table(tmp_path / "frontiers.parquet", HYPERVOLUMES)["n_selected_per_seed"][0].tolist() == [11, 10]
+    with pytest.raises(ContractError, match=r"'n_selected_per_seed' .* lists of integers, but the row at index 0 holds list"):
+        validate_table(frontiers.assign(n_selected_per_seed=[[11.0, 10.5]]), HYPERVOLUMES)
+    with pytest.raises(ContractError, match=r"lacks columns \['n_hull_reachable'\]"):
+        validate_table(frontiers.drop(columns="n_hull_reachable"), HYPERVOLUMES)

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from mva_core.effects import EffectEstimator, efficacy_table, interference_table
+from mva_core.reporting import build_tables
 from mva_core.rewards import seeded_rewards
 from mva_core.statistics import cluster_resamples
 
@@ -69,13 +70,13 @@ def test_methods_without_lambda_lines_are_skipped(data):
 
 
 def shrunk_world(n_prompts: int, seed: int, prefix: str, lams: tuple[float, ...] = tuple(LAMS),
-                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 mva_strength: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MVA's v vector is soup's at half strength (own effect 1·λ_v vs 2·λ_v), and interference follows v's strength
     (−strength·λ_u·λ_v): less interference than soup at λ_v = 1, the same at equal efficacy (soup at λ_v = 0.5)."""
     rng = np.random.default_rng(seed)
     prompt_effect = rng.normal(size=n_prompts)
     rows, points = [], []
-    for method, strength in (("mva", 0.5), ("soup", 1.0)):
+    for method, strength in (("mva", mva_strength), ("soup", 1.0)):
         for lam_u in lams:
             for lam_v in lams:
                 pid = f"{lam_u:g}_{lam_v:g}"
@@ -93,14 +94,15 @@ def test_matched_efficacy_rows_separate_shrinking_from_decorrelating():
     selection_scores, _ = shrunk_world(30, 2, "s")
     estimator = EffectEstimator(seeded_rewards(test_scores), cluster_resamples(30, 1, 300, 0), 0.95,
                                 selection=seeded_rewards(selection_scores))
-    rows = interference_table(estimator, points, VALUES, baselines=["soup"]).set_index(["method", "value_u", "value_v"])
+    rows = interference_table(estimator, points, VALUES, baselines=["soup"], matched=estimator).set_index(
+        ["method", "value_u", "value_v"])
     plain = rows.loc[("mva − soup", "u", "v")]
     assert plain["estimate"] == pytest.approx(0.5, abs=0.05) and plain["verdict"] == "supported"
     matched = rows.loc[("mva − soup @ λ_v = 0.5 (matched efficacy)", "u", "v")]
     assert matched["estimate"] == pytest.approx(0.0, abs=0.05) and matched["verdict"] == "inconclusive"
     assert matched["claim"] == "mva interferes less than soup at equal efficacy of v"
-    without_selection = EffectEstimator(estimator.test, estimator.resamples, 0.95)
-    assert not interference_table(without_selection, points, VALUES, ["soup"])["method"].str.contains("matched").any()
+    assert matched["matched_gap"] == pytest.approx(0.0, abs=0.05) and np.isnan(plain["matched_gap"])
+    assert not interference_table(estimator, points, VALUES, ["soup"])["method"].str.contains("matched").any()
 
 
 def test_interference_under_extrapolation_matches_efficacy_at_its_own_level():
@@ -109,7 +111,7 @@ def test_interference_under_extrapolation_matches_efficacy_at_its_own_level():
     selection_scores, _ = shrunk_world(30, 2, "s", lams)
     estimator = EffectEstimator(seeded_rewards(test_scores), cluster_resamples(30, 1, 300, 0), 0.95,
                                 selection=seeded_rewards(selection_scores))
-    table = interference_table(estimator, points, VALUES, ["soup"], lambdas=(1.0, 2.0))
+    table = interference_table(estimator, points, VALUES, ["soup"], lambdas=(1.0, 2.0), matched=estimator)
     rows = table.set_index(["method", "value_u", "value_v", "lambda"])
     assert rows.loc[("soup", "u", "v", 2.0), "estimate"] == pytest.approx(-4.0, abs=0.05)  # −λ_u·λ_v
     assert rows.loc[("mva − soup", "u", "v", 2.0), "estimate"] == pytest.approx(2.0, abs=0.05)
@@ -119,3 +121,60 @@ def test_interference_under_extrapolation_matches_efficacy_at_its_own_level():
     assert rows.loc[("mva − soup @ λ_v = 0.5 (matched efficacy)", "u", "v", 1.0), "estimate"] == pytest.approx(
         0.0, abs=0.05)
     assert sorted(set(table["lambda"])) == [1.0, 2.0]
+
+
+def test_negative_lambda_claims_below_sft():
+    """An unseen config with λ = −0.5: the concise vector subtracted made answers 2.7 words longer, as it should; the
+    efficacy table read that as `contradicted` (claim: above SFT whatever the sign of λ)."""
+    rng = np.random.default_rng(3)
+    words = 40 + 10 * rng.normal(size=30)  # the prompt sets the SFT answer's length
+    extra = {-0.5: 2.7, 0.0: 0.0, 1.0: -6.0}  # words added at each λ of the concise vector
+    rows = [{"method": "soup", "point_id": f"{lam:g}_0", "prompt_id": f"q{j:02d}", "value": value, "seed": 1,
+             "reward": -(words[j] + extra[lam] + 2.0 * rng.normal()) if value == "concise" else 0.0}
+            for lam in extra for value in ("concise", "positive") for j in range(30)]
+    points = pd.DataFrame([{"method": "soup", "point_id": f"{lam:g}_0", "kind": "sft" if lam == 0 else "single",
+                            "lam_concise": lam, "lam_positive": 0.0} for lam in extra])
+    estimator = EffectEstimator(seeded_rewards(pd.DataFrame(rows)), cluster_resamples(30, 1, 400, 0), 0.95)
+    table = efficacy_table(estimator, points, ["concise", "positive"]).set_index("lambda")
+    below = table.loc[-0.5]
+    assert below["estimate"] == pytest.approx(-2.7, abs=1.0) and below["ci_high"] < 0
+    assert below["verdict"] == "supported", below.to_dict()
+    assert below["claim"] == "below SFT" and table.loc[1.0, "claim"] == "above SFT"
+    assert table.loc[1.0, "verdict"] == "supported" and table.loc[1.0, "spearman"] == 1.0
+
+
+def test_matched_efficacy_is_chosen_per_training_seed():
+    """MVA's v vector is half of soup's in seed 1 and as strong as soup's in seed 2: each seed is matched with its
+    own soup level, so the matched difference is 0 and the match leaves no efficacy gap."""
+    def two_seeds(prefix: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        parts = [shrunk_world(30, seed + s, prefix, mva_strength=strength)
+                 for s, strength in enumerate((0.5, 1.0))]
+        scores = pd.concat([scores.assign(seed=s + 1) for s, (scores, _) in enumerate(parts)], ignore_index=True)
+        return scores, parts[0][1]
+
+    test_scores, points = two_seeds("t", 1)
+    selection_scores, _ = two_seeds("s", 5)
+    estimator = EffectEstimator(seeded_rewards(test_scores), cluster_resamples(30, 2, 300, 0), 0.95,
+                                selection=seeded_rewards(selection_scores))
+    table = interference_table(estimator, points, VALUES, ["soup"], matched=estimator)
+    rows = table.set_index(["method", "value_u", "value_v"])
+    matched = rows.loc[("mva − soup @ λ_v = 0.5/1 (matched efficacy)", "u", "v")]
+    assert matched["estimate"] == pytest.approx(0.0, abs=0.05) and matched["matched_gap"] == pytest.approx(0.0, abs=0.05)
+    assert rows.loc[("mva − soup", "u", "v"), "estimate"] == pytest.approx(0.25, abs=0.05)  # (0.5 + 0) / 2: unmatched
+
+
+def test_rows_without_a_choice_use_every_evaluation_prompt():
+    test_scores, points = shrunk_world(30, 1, "t")
+    selection_scores, _ = shrunk_world(30, 2, "s")
+    scores = pd.concat([test_scores, selection_scores], ignore_index=True)
+    prompts = pd.DataFrame({"prompt_id": sorted(scores["prompt_id"].unique()), "origin": "u"})
+    evaluation = {"bootstrap": 100, "ci": 0.95, "reference_point": "min", "weightings": [[0.5, 0.5]],
+                  "selection_weightings": None, "selection_fraction": 0.5, "interference_lambdas": [1.0],
+                  "win_rate_target": "mva", "tie_tolerance": 0.0}
+    tables = build_tables(scores, points, prompts, evaluation, VALUES, seed=0, baselines=["soup"])
+    assert (tables.efficacy["n_prompts"] == 60).all() and tables.design.iloc[0].n_test_prompts == 30
+    interference = tables.interference.set_index("method")
+    plain = interference.drop(index=[m for m in interference.index if "matched" in m])
+    assert (plain["n_prompts"] == 60).all() and plain["matched_gap"].isna().all()
+    matched = interference.loc["mva − soup @ λ_v = 0.5 (matched efficacy)"]
+    assert matched["n_prompts"] == 30 and abs(matched["matched_gap"]) < 0.1

@@ -1,16 +1,9 @@
 import itertools
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from mva_core.frontier import hypervolume, hypervolumes, pareto_mask, reference_point
-
-
-def points_table(keys_kinds: dict[tuple[str, str], str]) -> pd.DataFrame:
-    rows = [{"method": m, "point_id": p, "kind": k, "lam_harmless": 0.0, "lam_helpful": 0.0}
-            for (m, p), k in keys_kinds.items()]
-    return pd.DataFrame(rows)
+from mva_core.frontier import hypervolume, hypervolumes, pareto_mask, reference_from_means
 
 
 def grid_hypervolume(points: np.ndarray) -> int:
@@ -91,16 +84,24 @@ def test_batched_hypervolumes_equal_the_exact_loop():
 
 # --- reference point -------------------------------------------------------------------------------
 
-def test_reference_point_modes():
-    wide = pd.DataFrame(
-        {"harmless": [0.0, 1.0, 3.0], "helpful": [2.0, 1.0, 0.0]},
-        index=pd.MultiIndex.from_tuples([("sft", "s"), ("m", "a"), ("m", "b")], names=["method", "point_id"]),
-    )
-    points = points_table({("sft", "s"): "sft", ("m", "a"): "grid", ("m", "b"): "grid"})
-    np.testing.assert_allclose(reference_point(wide, "sft", points), [0.0, 2.0])
-    np.testing.assert_allclose(reference_point(wide, "min", margin=0.1), [-0.3, -0.2])
-    np.testing.assert_allclose(reference_point(wide, [1, 2]), [1, 2])
-    with pytest.raises(ValueError, match="one per value"):
-        reference_point(wide, [1, 2, 3])
+def test_reference_modes_keep_leading_axes():
+    means = np.array([[0.0, 2.0], [1.0, 1.0], [3.0, 0.0]])  # points x values; the first is SFT
+    is_sft = np.array([True, False, False])
+    np.testing.assert_allclose(reference_from_means(means, "sft", is_sft), [0.0, 2.0])
+    np.testing.assert_allclose(reference_from_means(means, "min", is_sft, margin=0.1), [-0.3, -0.2])
+    resampled = np.stack([means, means + 1.0])  # two resamples: each gets its own reference
+    np.testing.assert_allclose(reference_from_means(resampled, "sft", is_sft), [[0.0, 2.0], [1.0, 3.0]])
     with pytest.raises(ValueError, match="kind == 'sft'"):
-        reference_point(wide, "sft", points.assign(kind="grid"))
+        reference_from_means(means, "sft", np.zeros(3, dtype=bool))
+    with pytest.raises(ValueError, match="'sft', 'min'"):
+        reference_from_means(means, "max", is_sft)
+
+
+def test_batched_hypervolumes_take_one_reference_per_set():
+    rng = np.random.default_rng(1)
+    for k in (2, 3):
+        sets, refs = rng.normal(size=(20, 6, k)), rng.normal(size=(20, k)) - 1.0
+        expected = [hypervolume(part, ref) for part, ref in zip(sets, refs)]
+        np.testing.assert_allclose(hypervolumes(sets, refs), expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="reference"):
+        hypervolumes(np.ones((4, 2, 2)), np.zeros((3, 2)))

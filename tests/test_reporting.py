@@ -60,6 +60,10 @@ def test_frontiers_are_descriptive_and_hypervolumes_come_from_selected_points(ta
     assert "dominated" not in frontiers.loc["good", "frontier_ids"]
     assert frontiers.loc["good", "hypervolume"] > frontiers.loc["bad", "hypervolume"]
     assert 1 <= frontiers.loc["good", "n_selected"] <= 6
+    assert len(frontiers.loc["good", "n_selected_per_seed"]) == 2
+    assert 1 <= frontiers.loc["good", "n_hull_reachable"] <= frontiers.loc["good", "n_hull_vertices"] <= 6
+    scale = tables.design.iloc[0][["scale_harmless", "scale_helpful"]].to_numpy(dtype=float)
+    assert frontiers.loc["good", "hypervolume"] == pytest.approx(frontiers.loc["good", "hypervolume_std"] * scale.prod())
     selections = tables.selections
     assert len(selections) == 2 * 11 * 2  # seeds x weightings x methods
     assert set(selections["seed"]) == {"1", "2"}
@@ -117,6 +121,7 @@ def test_summary_claims_come_from_comparisons_with_verdicts(tables):
     assert "Largest held-out hypervolume: **good**" in text
     assert "20 report it" in text and "prompts and training seeds" in text and "1.0 min" in text
     assert "not evidence" not in text
+    assert "Values are weighted on standardised rewards" in text and "| n_selected_per_seed |" in text
 
 
 def test_summary_names_no_leader_without_a_paired_difference_and_flags_chance_evaluators():
