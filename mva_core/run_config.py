@@ -42,11 +42,6 @@ class RunConfig:
     files: tuple[Path, ...]
 
     @property
-    def recorded(self) -> bool:
-        """Read from the run's own record (not from config files given on the command line)."""
-        return self.files == (self.run_dir / RUN_CONFIG,)
-
-    @property
     def seeds(self) -> list[int]:
         """The run's training seeds (the ``seed_<s>`` folders)."""
         return [int(s) for s in (self.config["seeds"] or [self.config["seed"]])]
@@ -60,8 +55,12 @@ def read_run_config(run_dir: str | os.PathLike, configfiles: Sequence[str | os.P
     if not configfiles and not files[0].is_file():
         raise ConfigError(f"{run_dir} records no config ({files[0]} is missing; runs record it since the rule "
                           "run_config was added): pass the config files the run was made with, --configfile FILE...")
-    config = validate_config(load_config_files(files))
-    if configfiles and config["run_name"] != run_dir.name:
+    raw = load_config_files(files)
+    try:
+        config = validate_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{' + '.join(map(str, files))}: {exc}") from None
+    if configfiles and config["run_name"] != run_dir.resolve().name:
         raise ConfigError(f"config key 'run_name': {config['run_name']!r} in {', '.join(map(str, files))}, but the "
                           f"run directory is {run_dir}: pass the config files that made this run")
     return RunConfig(run_dir, config, files)

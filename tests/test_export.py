@@ -135,10 +135,12 @@ def test_a_non_empty_out_is_refused_and_its_files_kept(own_run, tmp_path, capsys
     out = tmp_path / "d"
     out.mkdir()
     (out / "notes.txt").write_text("precious\n")
-    refused(*export(capsys, run_dir, out), str(out), "not empty", "notes.txt")
+    result = export(capsys, run_dir, out)
     assert files(out) == {"notes.txt": b"precious\n"}
-    refused(*export(capsys, run_dir, out, "--force"), "not an export", "mva_export.json")  # --force: exports only
+    refused(*result, str(out), "not empty", "notes.txt")
+    result = export(capsys, run_dir, out, "--force")  # --force replaces earlier exports only
     assert files(out) == {"notes.txt": b"precious\n"}
+    refused(*result, "not an export", "mva_export.json")
 
 
 @pytest.mark.parametrize("where", ["run", "results", "workdir", "vector", "policy", "inside run", "inside vector",
@@ -155,8 +157,10 @@ def test_an_out_in_or_around_a_run_is_refused_even_with_force(own_run, tmp_path,
     out.mkdir(parents=True, exist_ok=True)
     (out / "mva_export.json").write_text("{}")  # looks like an earlier export: --force alone would replace it
     before = files(workdir)
-    refused(*export(capsys, run_dir, out, "--force"), "never writes into a run")
-    assert files(workdir) == before
+    for force in [(), ("--force",)]:
+        result = export(capsys, run_dir, out, *force)
+        assert files(workdir) == before
+        refused(*result, "never writes into a run")
     assert not [p for p in out.resolve().parent.iterdir() if p.name.endswith((".tmp", ".old"))]
 
 
@@ -173,8 +177,9 @@ def test_force_replaces_an_earlier_export_atomically(own_run, tmp_path, capsys, 
     out = tmp_path / "model"
     assert export(capsys, run_dir, out)[0] == 0
     first = files(out)
-    refused(*export(capsys, run_dir, out, lambdas=("helpful=0", "harmless=0")), "not empty", "--force")
+    result = export(capsys, run_dir, out, lambdas=("helpful=0", "harmless=0"))
     assert files(out) == first
+    refused(*result, "not empty", "--force")
 
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -199,14 +204,16 @@ def test_force_replaces_an_earlier_export_atomically(own_run, tmp_path, capsys, 
 ])
 def test_an_unknown_or_modpo_method_is_refused_naming_the_choices(run, tmp_path, capsys, method, names):
     _, run_dir, _ = run
-    refused(*export(capsys, run_dir, tmp_path / "out", method=method), *names)
+    result = export(capsys, run_dir, tmp_path / "out", method=method)
     assert not (tmp_path / "out").exists()
+    refused(*result, *names)
 
 
 def test_a_method_whose_own_vectors_are_missing_is_refused_not_replaced_by_independent_ones(run, tmp_path, capsys):
     _, run_dir, _ = run
-    refused(*export(capsys, run_dir, tmp_path / "out", method="ortho"), "value_vectors/ortho/harmless", "missing")
+    result = export(capsys, run_dir, tmp_path / "out", method="ortho")
     assert not (tmp_path / "out").exists()
+    refused(*result, "value_vectors/ortho/harmless", "missing")
 
 
 @pytest.mark.parametrize("lambdas, seed, names", [
@@ -220,8 +227,9 @@ def test_a_method_whose_own_vectors_are_missing_is_refused_not_replaced_by_indep
 ])
 def test_bad_lambdas_and_seeds_are_refused_in_one_line(run, tmp_path, capsys, lambdas, seed, names):
     _, run_dir, _ = run
-    refused(*export(capsys, run_dir, tmp_path / "out", seed=seed, lambdas=lambdas), *names)
+    result = export(capsys, run_dir, tmp_path / "out", seed=seed, lambdas=lambdas)
     assert not (tmp_path / "out").exists()
+    refused(*result, *names)
 
 
 def test_a_run_without_a_recorded_config_needs_the_config_files(own_run, tmp_path, capsys):
