@@ -56,8 +56,8 @@ def plan_export(run_dir: str | Path, method: str, seed: int, lambdas: Mapping[st
     """Check every argument (ExportError naming the culprit) without writing anything."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ExportError(f"run directory {run_dir} does not exist (runs are results/<run_name> of the working "
-                          "directory the workflow ran in)")
+        raise ExportError(f"run directory {run_dir} {'is not a directory' if run_dir.exists() else 'does not exist'} "
+                          "(runs are results/<run_name> of the working directory the workflow ran in)")
     try:
         run = read_run_config(run_dir, configfiles)
     except ConfigError as exc:
@@ -145,6 +145,8 @@ def _start_model_dir(folder: Path) -> str:
 def _checked_out(out: str | Path, force: bool, protected: Mapping[str, Path]) -> Path:
     """``out`` resolved (symlinks too), if it may be written: outside every run directory and every protected folder,
     and new, empty, or (with ``force``) an earlier export."""
+    if not str(out).strip():
+        raise ExportError("--out is empty; name a new folder")
     target = Path(out).expanduser().resolve()
     for name, folder in protected.items():
         folder = folder.resolve()
@@ -157,6 +159,10 @@ def _checked_out(out: str | Path, force: bool, protected: Mapping[str, Path]) ->
     if run is not None:
         raise ExportError(f"--out {out} is inside the run directory {run}; an export never writes into a run: choose a "
                           "new folder outside it")
+    results = protected["run directory"].resolve().parent
+    if results.name == "results" and results in target.parents:
+        raise ExportError(f"--out {out} is inside {results}, where the workflow writes its runs (results/<run_name>): "
+                          "choose a new folder outside it")
     if target.exists() and not target.is_dir():
         raise ExportError(f"--out {out} exists and is not a folder; choose a new folder")
     entries = sorted(p.name for p in target.iterdir()) if target.is_dir() else []

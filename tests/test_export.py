@@ -144,7 +144,7 @@ def test_a_non_empty_out_is_refused_and_its_files_kept(own_run, tmp_path, capsys
 
 
 @pytest.mark.parametrize("where", ["run", "results", "workdir", "vector", "policy", "inside run", "inside vector",
-                                   "link to run", "other run"])
+                                   "link to run", "other run", "beside run"])
 def test_an_out_in_or_around_a_run_is_refused_even_with_force(own_run, tmp_path, capsys, where):
     workdir, run_dir = own_run
     other = workdir / "results/other"
@@ -153,14 +153,15 @@ def test_an_out_in_or_around_a_run_is_refused_even_with_force(own_run, tmp_path,
     out = {"run": run_dir, "results": workdir / "results", "workdir": workdir,
            "vector": run_dir / "seed_3/value_vectors/mva/harmless", "policy": run_dir / "models/sft",
            "inside run": run_dir / "exported", "inside vector": run_dir / "seed_3/value_vectors/independent/x",
-           "link to run": tmp_path / "link", "other run": other / "exported"}[where]
+           "link to run": tmp_path / "link", "other run": other / "exported",
+           "beside run": workdir / "results/new"}[where]  # a later run named 'new' would write into it
     out.mkdir(parents=True, exist_ok=True)
     (out / "mva_export.json").write_text("{}")  # looks like an earlier export: --force alone would replace it
     before = files(workdir)
     for force in [(), ("--force",)]:
         result = export(capsys, run_dir, out, *force)
         assert files(workdir) == before
-        refused(*result, "never writes into a run")
+        refused(*result, "outside it")
     assert not [p for p in out.resolve().parent.iterdir() if p.name.endswith((".tmp", ".old"))]
 
 
