@@ -103,3 +103,9 @@ def test_the_workflow_refuses_a_list_alias_bomb_at_start(tmp_path):
     result = snakemake("-n", "--configfile", str(tmp_path / "bomb.yaml"), workdir=tmp_path, timeout=120)
     assert result.returncode != 0 and "alias bomb" in result.stdout + result.stderr
     check_config_files([SMOKE, REPO / "config.yaml"])  # the shipped configs pass
+
+
+def test_an_output_folder_that_cannot_be_written_is_named(tmp_path, capsys):
+    (tmp_path / "results").write_text("a file where the run directories go")
+    status, _, err = check(capsys, str(SMOKE), "--directory", str(tmp_path))
+    refused(status, err, "config key 'run_name'", str(tmp_path / "results"), "not a writable directory")
