@@ -32,3 +32,4 @@ rule all:
         expand(f"{SEED_RUN}/decorrelation/{{chain}}.parquet", seed=SEEDS, chain=VECTOR_SETS),
         rules.frontiers.output,
         rules.figures.output,
+        rules.run_config.output,

@@ -15,6 +15,7 @@ from typing import Any
 
 from mva_core.config_errors import ConfigError
 from mva_core.config_errors import key_error as _key_error
+from mva_core.config_files import load_config_file
 from mva_core.methods import method_for, value_order
 
 _PERIODIC_END = re.compile(r"(.+)\1{19,}$")  # Snakemake's PeriodicityDetector rejects such wildcard values
@@ -55,28 +56,10 @@ def _check_finite(node: Any, key: str = "") -> None:
 
 
 def check_config_files(paths: Iterable[str | Path]) -> None:
-    """Reject a mapping key written twice in any config file (YAML would silently keep the second), naming the
-    file, the key and both lines."""
-    import yaml
-
-    class _StrictLoader(yaml.SafeLoader):
-        pass
-
-    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-        first_line: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if key in first_line:
-                raise ConfigError(f"config file {path}: key {key!r} appears twice (lines {first_line[key]} and "
-                                  f"{line}); YAML would silently keep only the second")
-            first_line[key] = line
-        return loader.construct_mapping(node, deep=deep)
-
-    _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    """Read every config file as plain YAML data (``config_files.load_config_file``): a key written twice, a tag
+    that is not plain data or an alias bomb is refused naming the file and the line."""
     for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            yaml.load(handle, Loader=_StrictLoader)
+        load_config_file(path)
 
 
 def _describe_schema_error(config: Mapping[str, Any]) -> str:

@@ -57,3 +57,22 @@ rule figures:
     localrule: True
     script:
         "../workflow_scripts/figures.py"
+
+
+from mva_core.run_config import RUN_CONFIG, run_config_text
+
+
+rule run_config:
+    output:
+        f"{RUN}/{RUN_CONFIG}",
+    params:
+        text=run_config_text(config),  # a changed config rewrites the record (and only it: no rule reads it)
+    log:
+        log_path("run_config"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    localrule: True
+    script:
+        "../workflow_scripts/run_config.py"
