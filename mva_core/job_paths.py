@@ -1,4 +1,4 @@
-"""Where a job keeps its log, benchmark and scratch checkpoints: ``<run>/<kind>/<rule>/<part>/.../<part>``.
+"""Where a job keeps its log, benchmark, scratch checkpoints and tracking files: ``<run>/<kind>/<rule>/<part>/.../<part>``.
 
 One directory level per wildcard, so two jobs' paths differ whenever their wildcards do, whatever the names: value,
 method and chain names match ``^[A-Za-z][A-Za-z0-9_]*$`` (config/config.schema.yaml), seeds and weighting indices
@@ -10,7 +10,7 @@ path (rule ``fetch_data``), is its rule's only part, so its paths stay distinct 
 """
 from __future__ import annotations
 
-SUFFIXES = {"logs": ".log", "benchmarks": ".tsv", "checkpoints": ""}
+SUFFIXES = {"logs": ".log", "benchmarks": ".tsv", "checkpoints": "", "tracking": ""}
 
 
 def job_path(run: str, kind: str, rule: str, *parts: str) -> str:

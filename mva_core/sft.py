@@ -62,17 +62,18 @@ def run_sft(
     threads: int | None = None,
     precision: Precision | None = None,
     tracking: str = "none",
+    tracking_dir: str | Path | None = None,
 ) -> Path:
     """Fine-tune ``base_model_dir`` on ``pairs``' chosen replies and write the merged model to ``output_dir``
     (with ``training_log.parquet`` and ``metadata.json``, atomically; checkpoints and resume as in
-    ``mva_core.training.harness``).
+    ``mva_core.training.harness``; ``tracking`` files go to ``tracking_dir``, which is kept).
 
     Weights stay fp32 (the LoRA is merged into them); ``precision`` (default fp32) sets the device and bf16 autocast.
     """
     job = TrainingJob(
         stage="sft", label="SFT", start_model_dir=base_model_dir, pair_ids=pairs["pair_id"].astype(str).tolist(),
         settings={"sft": settings}, checkpoint_dir=checkpoint_dir, precision=precision, tracking=tracking,
-        threads=threads,
+        tracking_dir=tracking_dir, threads=threads,
     )
     with job:
         tokenizer = AutoTokenizer.from_pretrained(base_model_dir)

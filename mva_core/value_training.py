@@ -82,6 +82,7 @@ def train_value_vector(
     init_seed: int | None = None,
     precision: Precision | None = None,
     tracking: str = "none",
+    tracking_dir: str | os.PathLike | None = None,
 ) -> Path:
     """DPO-train a LoRA value vector on ``pairs`` and write it to ``output_dir`` (atomically).
 
@@ -96,7 +97,8 @@ def train_value_vector(
     while ``dpo.seed`` alone seeds the data order. ``precision`` (default fp32): the frozen base weights are
     loaded in its dtype and the forward runs under its autocast; LoRA weights, optimizer, losses and the penalty stay
     fp32. Output: ``adapter_model.safetensors`` + ``adapter_config.json`` (adapter ``default``
-    only), ``training_log.parquet`` and ``metadata.json`` (``mva_core.training.records``).
+    only), ``training_log.parquet`` and ``metadata.json`` (``mva_core.training.records``); ``tracking`` files go to
+    ``tracking_dir``, which is kept.
     """
     dataset = preference_dataset(pairs)
     _check_frozen_vectors(frozen_vectors)
@@ -114,6 +116,7 @@ def train_value_vector(
         checkpoint_dir=checkpoint_dir,
         precision=precision,
         tracking=tracking,
+        tracking_dir=tracking_dir,
         threads=threads,
         details={
             "init_seed": dpo.seed if init_seed is None else init_seed,
@@ -138,7 +141,8 @@ def train_value_vector(
             max_prompt_length=dpo.max_prompt_length,
         )
         objective: dict[str, Any] = {"margin_weights": dict(margin_weights), "beta": dpo.beta} if modpo else {}
-        print(f"DPO: {len(pairs)} pairs; precomputing the reference model's log-probabilities", flush=True)
+        if args.precompute_ref_log_probs:
+            print(f"{job.label}: {len(pairs)} pairs; precomputing the reference model's log-probabilities", flush=True)
         trainer = (MODPOTrainer if modpo else DecorrelatedDPOTrainer)(
             model,
             args=args,

@@ -79,6 +79,11 @@ def checkpoint_path(rule, *parts):
     return job_path(RUN, "checkpoints", rule, *parts)
 
 
+def tracking_path(rule, *parts):
+    """A training job's experiment-tracking folder (config key ``tracking``), kept after the job."""
+    return job_path(RUN, "tracking", rule, *parts)
+
+
 def policy_base_dir():
     """The model the value vectors are trained on: the SFT model, or the base model when SFT is off."""
     return f"{RUN}/models/sft" if config["sft"]["enabled"] else f"{RUN}/models/base"

@@ -11,6 +11,7 @@ rule train_reward_model:
     params:
         settings=lambda wc: config["values"][wc.value]["reward_model"],
         checkpoint_dir=checkpoint_path("train_reward_model", "{value}"),
+        tracking_dir=tracking_path("train_reward_model", "{value}"),
     threads: heavy_threads
     log:
         log_path("train_reward_model", "{value}"),

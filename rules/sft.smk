@@ -11,6 +11,7 @@ rule sft:
         settings={k: v for k, v in config["sft"].items() if k not in ("enabled", "max_pairs")},
         max_pairs=config["sft"]["max_pairs"],
         checkpoint_dir=checkpoint_path("sft"),
+        tracking_dir=tracking_path("sft"),
     threads: heavy_threads
     log:
         log_path("sft"),

@@ -15,6 +15,7 @@ rule train_value_vector:
         penalty=lambda wc: dict(PLAN.vector_job(wc.chain, wc.value).penalty),
         frozen=lambda wc: PLAN.vector_job(wc.chain, wc.value).frozen_values,
         checkpoint_dir=checkpoint_path("train_value_vector", "seed{seed}", "{chain}", "{value}"),
+        tracking_dir=tracking_path("train_value_vector", "seed{seed}", "{chain}", "{value}"),
     threads: heavy_threads
     log:
         log_path("train_value_vector", "seed{seed}", "{chain}", "{value}"),
@@ -61,6 +62,7 @@ rule train_modpo_vector:
         weighting=lambda wc: dict(modpo_job(wc).weighting),
         target=lambda wc: modpo_job(wc).target,
         checkpoint_dir=checkpoint_path("train_modpo_vector", "seed{seed}", "{method}", "w{index}"),
+        tracking_dir=tracking_path("train_modpo_vector", "seed{seed}", "{method}", "w{index}"),
     threads: heavy_threads
     log:
         log_path("train_modpo_vector", "seed{seed}", "{method}", "w{index}"),

@@ -53,8 +53,10 @@ def _job(job: dict) -> str:
 
 
 def _paths(job: dict) -> dict[str, list[str]]:
+    dirs = job["dirs"]
     return {"logs": job["log"], "benchmarks": [job["benchmark"]] if job["benchmark"] else [],
-            "checkpoints": list(job["dirs"].values())}
+            "checkpoints": [path for name, path in dirs.items() if name != "tracking_dir"],
+            "tracking": [dirs["tracking_dir"]] if "tracking_dir" in dirs else []}
 
 
 def test_every_log_benchmark_and_checkpoint_dir_lies_in_its_rules_folder(jobs):
@@ -85,3 +87,14 @@ def test_snakemake_reads_every_output_log_and_benchmark_back_to_its_own_job_alon
         for path, producers in job["producers"].items():
             expected = [] if path in job["dirs"].values() else [[job["rule"], job["wildcards"]]]
             assert producers == expected, (_job(job), path)
+
+
+def test_every_training_job_keeps_its_tracking_files_beside_not_inside_its_checkpoints(jobs):
+    """Config key ``tracking`` writes to ``<run>/tracking/<rule>/<wildcards>`` (kept), not into the checkpoint dir
+    (deleted when the job succeeds)."""
+    training = [job for job in jobs if "tracking_dir" in job["dirs"]]
+    rules = {"sft", "train_reward_model", "train_value_vector", "train_modpo_vector"}  # every TrainingJob
+    assert {job["rule"] for job in training} == rules
+    for job in training:
+        checkpoints, tracking = job["dirs"]["checkpoint_dir"], job["dirs"]["tracking_dir"]
+        assert tracking == checkpoints.replace(f"{RUN}/checkpoints/", f"{RUN}/tracking/", 1) != checkpoints, _job(job)

@@ -19,5 +19,6 @@ with logged_job(snakemake):
         checkpoint_dir=snakemake.params.checkpoint_dir,
         threads=snakemake.threads,
         tracking=snakemake.config["tracking"],
+        tracking_dir=snakemake.params.tracking_dir,
         precision=job_precision(snakemake.config),
     )

@@ -13,4 +13,5 @@ with logged_job(snakemake):
         checkpoint_dir=snakemake.params.checkpoint_dir,
         threads=snakemake.threads,
         tracking=snakemake.config["tracking"],
+        tracking_dir=snakemake.params.tracking_dir,
     )

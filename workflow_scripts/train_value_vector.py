@@ -20,6 +20,7 @@ with logged_job(snakemake):
         checkpoint_dir=snakemake.params.checkpoint_dir,
         threads=snakemake.threads,
         tracking=snakemake.config["tracking"],
+        tracking_dir=snakemake.params.tracking_dir,
         precision=job_precision(snakemake.config),
         init_seed=derive_seed(dpo.seed, "value", snakemake.wildcards.value),  # the same in every chain of this value
     )

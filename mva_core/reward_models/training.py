@@ -89,12 +89,14 @@ def train_reward_model(
     checkpoint_dir: str | Path | None = None,
     threads: int | None = None,
     tracking: str = "none",
+    tracking_dir: str | Path | None = None,
 ) -> Path:
     """Train a scalar reward model on ``pairs`` and save it as a plain sequence-classification model dir.
 
     ``output_dir`` receives safetensors weights (LoRA merged), tokenizer, ``training_log.parquet`` and
     ``metadata.json``, atomically. With ``checkpoint_dir`` the trainer checkpoints every ``save_steps`` steps there
     and resumes from the latest checkpoint of the same run (inputs and settings); it is removed after success.
+    ``tracking`` files go to ``tracking_dir``, which is kept.
     ``settings.dtype`` sets the mixed precision (fp32 master weights).
     """
     from trl import RewardConfig
@@ -108,7 +110,7 @@ def train_reward_model(
         stage="reward_model", label="reward model", start_model_dir=base_model_dir,
         pair_ids=pairs["pair_id"].astype(str).tolist(), settings={"reward_model": settings},
         checkpoint_dir=checkpoint_dir, precision=fixed_precision(settings.dtype, f"reward_model.dtype: {settings.dtype}"),
-        tracking=tracking, threads=threads,
+        tracking=tracking, tracking_dir=tracking_dir, threads=threads,
     )
     with job:
         model = _load_backbone(Path(base_model_dir), tokenizer, settings)

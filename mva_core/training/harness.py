@@ -4,15 +4,16 @@ A stage opens a :class:`TrainingJob`, builds its model and its trainer with ``jo
 ``job.callbacks()``, calls ``job.train(trainer)`` and ``job.save(output_dir, write_model)``. The job owns what the
 stages share: threads; device and mixed precision (``mva_core.precision``); the settings → TrainingArguments mapping
 (:data:`SCHEDULE_ARGUMENTS`); checkpoints every ``save_steps`` and resume from the last complete checkpoint of the
-same run (``mva_core.training.checkpoints``); one progress line per step and optional experiment tracking; quiet
-dataset progress bars; the atomic write of the output directory with ``training_log.parquet`` and
-``metadata.json`` (``mva_core.training.records``); and removal of the checkpoints once that is written.
+same run (``mva_core.training.checkpoints``); one progress line per logging step (transformers' own per-step
+metrics printout is removed) and optional experiment tracking into a folder kept after the job
+(``mva_core.training.tracking``); quiet dataset progress bars; the atomic write of the output directory with
+``training_log.parquet`` and ``metadata.json`` (``mva_core.training.records``); and removal of the checkpoints once
+that is written.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 import datasets
 import torch
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import TrainOutput
 
 from mva_core.artifacts import atomic_directory, write_parquet
@@ -32,6 +34,7 @@ from mva_core.precision import Precision, resolve_precision
 from mva_core.progress import ProgressLog
 from mva_core.training.checkpoints import resume_point
 from mva_core.training.records import LOG_FILE, TrainingMetadata, training_log
+from mva_core.training.tracking import check_tracking, tracking_environment, tracking_kwargs
 
 SCHEDULE_ARGUMENTS = {
     "learning_rate": "learning_rate",
@@ -49,28 +52,12 @@ SCHEDULE_ARGUMENTS = {
 """Settings field → TrainingArguments keyword. A settings class names the fields that are trainer arguments in its
 ``TRAINER_FIELDS``; the harness passes exactly those, so no stage copies them by hand."""
 
-TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb"}
 ConfigT = TypeVar("ConfigT", bound=TrainingArguments)
 
 
 def schedule_arguments(settings: Any) -> dict[str, Any]:
     """The TrainingArguments a settings dataclass sets (its ``TRAINER_FIELDS``, renamed by SCHEDULE_ARGUMENTS)."""
     return {SCHEDULE_ARGUMENTS[name]: getattr(settings, name) for name in type(settings).TRAINER_FIELDS}
-
-
-def tracking_kwargs(tracking: str, logging_dir: str | Path) -> dict[str, Any]:
-    """TrainingArguments for config key ``tracking``: ``none`` (the default: the job log and training_log.parquet
-    only), ``tensorboard`` (event files under ``logging_dir``) or ``wandb`` (set WANDB_PROJECT etc. in the
-    environment). Fails naming the package when it is not installed."""
-    if tracking not in TRACKERS:
-        raise ValueError(f"tracking {tracking!r}: expected one of {sorted(TRACKERS)}")
-    package = TRACKERS[tracking]
-    if package is None:
-        return {"report_to": []}
-    if importlib.util.find_spec(package) is None:
-        raise ImportError(f"config key 'tracking' is {tracking!r} but the package {package!r} is not installed: "
-                          f"pip install {package}")
-    return {"report_to": [tracking], "logging_dir": str(Path(logging_dir) / "tracking")}
 
 
 @contextlib.contextmanager
@@ -99,7 +86,8 @@ class TrainingJob:
     ``settings`` maps config section names to the stage's settings dataclasses; with ``start_model_dir``, the pair
     ids and ``details`` (the stage's other inputs, e.g. frozen vectors) it fingerprints the run, so checkpoints in
     ``checkpoint_dir`` are resumed only by the same computation, and it is recorded in ``metadata.json``. Without a
-    ``checkpoint_dir`` the trainer writes to a scratch directory and saves no checkpoints.
+    ``checkpoint_dir`` the trainer writes to a scratch directory and saves no checkpoints. With ``tracking`` other
+    than ``none`` the tracker writes into ``tracking_dir`` (``mva_core.training.tracking``), which is kept.
     """
 
     stage: str
@@ -110,6 +98,7 @@ class TrainingJob:
     checkpoint_dir: str | os.PathLike | None
     precision: Precision | None = None  # None: fp32 on this machine's device
     tracking: str = "none"
+    tracking_dir: str | os.PathLike | None = None
     threads: int | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
     resume_from: str | None = field(init=False, default=None)
@@ -121,6 +110,7 @@ class TrainingJob:
 
     def __post_init__(self) -> None:
         self.precision = self.precision or resolve_precision("float32")
+        check_tracking(self.tracking)  # before any model is loaded
 
     def __enter__(self) -> TrainingJob:
         self._started = time.monotonic()
@@ -131,6 +121,7 @@ class TrainingJob:
             self._scratch = Path(self._exit.enter_context(tempfile.TemporaryDirectory(prefix=f"{self.stage}_")))
         else:
             self.resume_from = resume_point(self.checkpoint_dir, self.fingerprint())
+        self._exit.enter_context(tracking_environment(self.tracking, self.tracking_dir, fresh=self.resume_from is None))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -138,7 +129,7 @@ class TrainingJob:
 
     @property
     def trainer_dir(self) -> Path:
-        """Where the trainer writes checkpoints (and tracking files)."""
+        """Where the trainer writes checkpoints (deleted once the output is written)."""
         if self.checkpoint_dir is not None:
             return Path(self.checkpoint_dir)
         if self._scratch is None:
@@ -160,7 +151,7 @@ class TrainingJob:
             "logging_steps": 1,
             "disable_tqdm": True,  # ProgressLog prints one line per step instead
             "dataloader_num_workers": 0,
-            **tracking_kwargs(self.tracking, self.trainer_dir),
+            **tracking_kwargs(self.tracking, run_name=str(self.tracking_dir) if self.tracking_dir else None),
             **self.precision.trainer_kwargs(),
             **schedule_arguments(schedule),
             **stage_arguments,
@@ -171,6 +162,7 @@ class TrainingJob:
 
     def train(self, trainer: Trainer) -> TrainOutput:
         """Train, resuming from the last complete checkpoint of this run if there is one."""
+        trainer.remove_callback(PrinterCallback)  # its metrics dict per step would double ProgressLog's line
         self._trainer = trainer
         self._result = trainer.train(resume_from_checkpoint=self.resume_from)
         return self._result
