@@ -1,6 +1,6 @@
-"""Progress lines for job logs: one line per training step (``ProgressLog``, a Trainer callback) and one line per
-tenth of a row loop (``LineProgress``, generation and scoring). tqdm bars stay for terminals; in log files they
-would be one long line of carriage returns."""
+"""Progress lines for job logs: one line per training logging step (``ProgressLog``, a Trainer callback) and one
+line per tenth of a row loop (``LineProgress``: generation, scoring, the reference log-prob precompute). tqdm bars
+stay for terminals; in log files they would be one long line of carriage returns."""
 from __future__ import annotations
 
 import sys
@@ -16,8 +16,9 @@ def _clock(seconds: float) -> str:
 
 
 class ProgressLog(TrainerCallback):
-    """One line per optimisation step in the job log: ``<label> step 5/16 (31%), elapsed 1m20s, ETA 2m56s, loss
-    0.412`` (the Trainer's tqdm bars are off: they write carriage returns into log files)."""
+    """One line per logging step in the job log: ``<label> step 5/16 (31%), elapsed 1m20s, ETA 2m56s, loss
+    0.412``, and one when training ends: ``<label>: trained 16 steps in 5m02s, mean loss 0.398`` (the Trainer's tqdm
+    bars are off: they write carriage returns into log files; its metrics printout is removed by the harness)."""
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -30,7 +31,14 @@ class ProgressLog(TrainerCallback):
         print(f"{self.label}: training {state.max_steps} steps{resumed}", flush=True)
 
     def on_log(self, args, state: TrainerState, control: TrainerControl, logs=None, **kwargs) -> None:
-        if self._started is None or not logs or "loss" not in logs:
+        if self._started is None or not logs:
+            return
+        if "train_runtime" in logs:  # the Trainer's closing summary
+            loss = f", mean loss {logs['train_loss']:.4g}" if "train_loss" in logs else ""
+            print(f"{self.label}: trained {state.global_step} steps in {_clock(logs['train_runtime'])}{loss}",
+                  flush=True)
+            return
+        if "loss" not in logs:
             return
         done, total = state.global_step, max(state.max_steps, 1)
         elapsed = time.monotonic() - self._started
@@ -40,8 +48,8 @@ class ProgressLog(TrainerCallback):
 
 
 class LineProgress:
-    """``update(n)`` over ``total`` rows; prints ``<label>: 128/384 rows (33%), elapsed .., ETA ..`` at every
-    further tenth (and at the end)."""
+    """``update(n)`` over ``total`` rows; prints ``<label>: 128/384 rows (33%), elapsed .., ETA .., 2.1 rows/s`` at
+    every further tenth (and at the end)."""
 
     def __init__(self, total: int, label: str) -> None:
         self.total, self.label, self.done, self._next = max(total, 1), label, 0, 0.1
@@ -55,8 +63,9 @@ class LineProgress:
             self._next += 0.1
         elapsed = time.monotonic() - self._started
         eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        rate = self.done / elapsed if elapsed > 0 else 0.0
         print(f"{self.label}: {self.done}/{self.total} rows ({100 * self.done // self.total}%), elapsed "
-              f"{_clock(elapsed)}, ETA {_clock(eta)}", flush=True)
+              f"{_clock(elapsed)}, ETA {_clock(eta)}, {rate:.2f} rows/s", flush=True)
 
     def __enter__(self) -> LineProgress:
         return self
