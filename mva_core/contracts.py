@@ -105,12 +105,19 @@ MEAN_REWARDS = TableContract("mean rewards", {
 WIN_RATES = TableContract("win-rate", {
     "weighting": TEXT, "target": TEXT, "baseline": TEXT, "value": TEXT, "win_rate": NUMBER, "ci_low": NUMBER,
     "ci_high": NUMBER, "verdict": TEXT})
+# Every judged row (mva_core.statistics.judge): its resolution, p-value, Holm family and adjusted verdict (NaN where
+# a row has no spread to estimate, e.g. a single prompt).
+JUDGED = {"df": OPTIONAL_NUMBER, "mde": OPTIONAL_NUMBER, "p_value": OPTIONAL_NUMBER, "family": TEXT,
+          "verdict_holm": TEXT}
+COMPARISONS = TableContract("comparisons", {
+    "method_a": TEXT, "method_b": TEXT, "metric": TEXT, "value": TEXT, "weighting": TEXT, "estimate": NUMBER,
+    "ci_low": OPTIONAL_NUMBER, "ci_high": OPTIONAL_NUMBER, "verdict": TEXT, **JUDGED})
 EFFICACY = TableContract("efficacy", {
     "method": TEXT, "value": TEXT, "lambda": NUMBER, "estimate": NUMBER, "ci_low": NUMBER, "ci_high": NUMBER,
-    "verdict": TEXT, "spearman": OPTIONAL_NUMBER})
+    "verdict": TEXT, "spearman": OPTIONAL_NUMBER, **JUDGED})
 INTERFERENCE = TableContract("interference", {
     "method": TEXT, "value_u": TEXT, "value_v": TEXT, "lambda": NUMBER, "estimate": NUMBER, "ci_low": NUMBER,
-    "ci_high": NUMBER, "verdict": TEXT})
+    "ci_high": NUMBER, "verdict": TEXT, **JUDGED})
 SENSITIVITY = TableContract("sensitivity", {
     "weight": NUMBER, "series": TEXT, "hypervolume": NUMBER, "hv_ci_low": NUMBER, "hv_ci_high": NUMBER,
     "hsic_lora_a_sigma1": OPTIONAL_NUMBER})

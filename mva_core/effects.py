@@ -13,11 +13,14 @@
   efficacy: x is the baseline's λ level on v's line whose mean v reward is closest to the method's at λ_v = λ,
   chosen on the selection prompts and reported on the test prompts.
 
-All estimates on the test prompts, with the run's shared cluster resamples (``mva_core.statistics``).
+All estimates on the test prompts, judged by ``mva_core.statistics`` (Student t on the crossed seeds × prompts
+variance components of each row's per-prompt difference); with ``margins`` (per value, in its reward's units) a row
+on value v (efficacy) or u (interference) can read 'equivalent'. Each row has a Holm family: efficacy per value,
+interference per kind of row (within a method, against a baseline, at matched efficacy).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,9 +28,10 @@ from scipy import stats
 
 from mva_core.contracts import lam_columns
 from mva_core.rewards import SeededRewards
-from mva_core.statistics import ClusterResamples, judge
+from mva_core.statistics import Estimate, judge, with_holm
 
-EFFECT_COLUMNS = ["estimate", "ci_low", "ci_high", "n_prompts", "n_seeds", "verdict"]
+EFFECT_COLUMNS = ["estimate", "ci_low", "ci_high", "n_prompts", "n_seeds", "verdict", "df", "se", "mde", "p_value",
+                  "equivalence_margin", "p_equivalence", "family", "verdict_holm"]
 
 
 def _lambda_points(points: pd.DataFrame, method: str, values: Sequence[str]) -> dict[tuple[float, ...], str]:
@@ -46,12 +50,12 @@ def _point_rewards(table: SeededRewards, method: str, point_id: str, value: str)
 
 
 class EffectEstimator:
-    """Paired differences of single points' rewards on the test prompts, with the run's resamples; ``selection``
-    (other prompts) is where choices such as the matched-efficacy λ are made."""
+    """Paired differences of single points' rewards on the test prompts; ``selection`` (other prompts) is where
+    choices such as the matched-efficacy λ are made; ``margins``: equivalence margin per value name."""
 
-    def __init__(self, test: SeededRewards, resamples: ClusterResamples, ci: float,
-                 selection: SeededRewards | None = None):
-        self.test, self.resamples, self.ci, self.selection = test, resamples, ci, selection
+    def __init__(self, test: SeededRewards, ci: float, selection: SeededRewards | None = None,
+                 margins: Mapping[str, float] | None = None):
+        self.test, self.ci, self.selection, self.margins = test, ci, selection, dict(margins or {})
 
     def rewards(self, method: str, point_id: str, value: str) -> np.ndarray:
         """Test rewards (seeds, prompts) of one point on one value."""
@@ -61,12 +65,12 @@ class EffectEstimator:
         """Mean selection-prompt reward of one point on one value."""
         return float(_point_rewards(self.selection, method, point_id, value).mean())
 
-    def row(self, diff: np.ndarray, direction: int = 1) -> dict:
-        """Estimate and CI of the mean of the paired difference ``diff`` (seeds, prompts); the verdict with the claimed
-        ``direction`` (+1: above 0, -1: below)."""
-        boot = self.resamples.means(diff[:, None, :])[:, 0]
-        return {"n_prompts": diff.shape[-1], "n_seeds": diff.shape[0],
-                **judge(diff.mean(), boot, self.ci, diff.shape[-1], direction=direction)}
+    def row(self, diff: np.ndarray, value: str, family: str, direction: int = 1) -> dict:
+        """Estimate, CI, resolution and verdict of the mean of the paired difference ``diff`` (seeds, prompts) of
+        ``value``'s reward, with the claimed ``direction`` (+1: above 0, -1: below)."""
+        judged = judge(Estimate(diff.mean(), samples=diff), self.ci, direction=direction,
+                       margin=self.margins.get(value))
+        return {"n_prompts": diff.shape[-1], "n_seeds": diff.shape[0], **judged, "family": family}
 
 
 def efficacy_table(estimator: EffectEstimator, points: pd.DataFrame, values: Sequence[str]) -> pd.DataFrame:
@@ -87,8 +91,10 @@ def efficacy_table(estimator: EffectEstimator, points: pd.DataFrame, values: Seq
             rho = stats.spearmanr([0.0] + [lam for lam, _ in line], means).statistic if len(line) > 1 else np.nan
             for lam, pid in line:
                 rows.append({"method": method, "value": value, "lambda": lam,
-                             **estimator.row(estimator.rewards(method, pid, value) - sft), "spearman": float(rho)})
-    return pd.DataFrame(rows, columns=["method", "value", "lambda", *EFFECT_COLUMNS, "spearman"])
+                             **estimator.row(estimator.rewards(method, pid, value) - sft, value, f"efficacy: {value}"),
+                             "spearman": float(rho)})
+    columns = ["method", "value", "lambda", *EFFECT_COLUMNS, "spearman"]
+    return with_holm(pd.DataFrame(rows, columns=[c for c in columns if c != "verdict_holm"]), estimator.ci)[columns]
 
 
 def interference_table(estimator: EffectEstimator, points: pd.DataFrame, values: Sequence[str],
@@ -107,17 +113,19 @@ def interference_table(estimator: EffectEstimator, points: pd.DataFrame, values:
                         diffs[(method, u, v, lam)] = (estimator.rewards(method, lam_points[both], u)
                                                       - estimator.rewards(method, lam_points[alone], u))
     rows = [{"method": m, "value_u": u, "value_v": v, "lambda": lam, "claim": "adding v lowers u",
-             **estimator.row(d, direction=-1)} for (m, u, v, lam), d in diffs.items()]
+             **estimator.row(d, u, "interference: within each method", direction=-1)}
+            for (m, u, v, lam), d in diffs.items()]
     for baseline in baselines:
         for (m, u, v, lam), d in diffs.items():
             if m != baseline and (baseline, u, v, lam) in diffs:
                 rows.append({"method": f"{m} − {baseline}", "value_u": u, "value_v": v, "lambda": lam,
                              "claim": f"{m} interferes less than {baseline}",
-                             **estimator.row(d - diffs[(baseline, u, v, lam)])})
+                             **estimator.row(d - diffs[(baseline, u, v, lam)], u, f"interference: against {baseline}")})
                 if estimator.selection is not None:
                     rows += _matched_efficacy_rows(estimator, by_method[m], by_method[baseline], values, m,
                                                    baseline, (u, v, lam), d)
-    return pd.DataFrame(rows, columns=["method", "value_u", "value_v", "lambda", "claim", *EFFECT_COLUMNS])
+    columns = ["method", "value_u", "value_v", "lambda", "claim", *EFFECT_COLUMNS]
+    return with_holm(pd.DataFrame(rows, columns=[c for c in columns if c != "verdict_holm"]), estimator.ci)[columns]
 
 
 def _matched_efficacy_rows(estimator: EffectEstimator, ours: dict[tuple[float, ...], str],
@@ -141,4 +149,4 @@ def _matched_efficacy_rows(estimator: EffectEstimator, ours: dict[tuple[float, .
                - estimator.rewards(baseline, theirs[vec(level, 0.0)], u))
     return [{"method": f"{method} − {baseline} @ λ_{v} = {lam:g} (matched efficacy)", "value_u": u, "value_v": v,
              "lambda": level, "claim": f"{method} interferes less than {baseline} at equal efficacy of {v}",
-             **estimator.row(interference - matched)}]
+             **estimator.row(interference - matched, u, f"interference: against {baseline} at matched efficacy")}]

@@ -304,7 +304,8 @@ def plot_interference(interference: pd.DataFrame, path_stem: str | os.PathLike) 
     """Forest plot of ``tables/interference``: one panel per ordered pair (u <- v), a row per method and per
     paired difference with a baseline (plain and at matched efficacy) at each λ, estimate and CI; filled markers
     where the verdict is ``supported``. A grid without the λ points the table needs gets a panel that says so."""
-    validate_table(interference, INTERFERENCE)
+    validate_table(interference, INTERFERENCE.only("method", "value_u", "value_v", "lambda", "estimate", "ci_low",
+                                                   "ci_high", "verdict"))
     pairs = list(dict.fromkeys(zip(interference["value_u"], interference["value_v"])))
     rows_per_panel = int(interference.groupby(["value_u", "value_v"]).size().max()) if pairs else 0
     ncols = min(2, max(len(pairs), 1))

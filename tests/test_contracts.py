@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 
 from mva_core.contracts import (
+    COMPARISONS,
+    EFFICACY,
     EVALUATION_PROMPTS,
+    INTERFERENCE,
     PAIRS,
     POINTS,
     SCORES,
@@ -66,3 +69,14 @@ def test_a_wrong_dtype_is_named_with_the_file_and_column(tmp_path):
         validate_table(pairs().assign(chosen=[None, "x"]), PAIRS)
     with pytest.raises(ContractError, match=r"column 'lam_helpful' .* numbers"):
         validate_table(pd.DataFrame({"point_id": ["x"], "kind": ["grid"], "method": ["m"], "lam_helpful": ["1"]}), POINTS)
+
+
+def test_judged_tables_declare_resolution_p_value_and_holm_verdict():
+    for contract in (COMPARISONS, EFFICACY, INTERFERENCE):
+        assert {"df", "mde", "p_value", "family", "verdict_holm"} <= set(contract.column_names), contract.name
+    row = {"method": "mva", "value": "a", "lambda": 1.0, "estimate": 0.5, "ci_low": 0.1, "ci_high": 0.9,
+           "verdict": "supported", "spearman": None, "df": None, "mde": 0.3, "p_value": 0.01, "family": "efficacy: a",
+           "verdict_holm": "supported"}
+    validate_table(pd.DataFrame([row]), EFFICACY)  # df may be missing (a single prompt has no spread)
+    with pytest.raises(ContractError, match=r"efficacy table lacks columns \['verdict_holm'\]"):
+        validate_table(pd.DataFrame([row]).drop(columns="verdict_holm"), EFFICACY)

@@ -7,7 +7,6 @@ import pytest
 
 from mva_core.effects import EffectEstimator, efficacy_table, interference_table
 from mva_core.rewards import seeded_rewards
-from mva_core.statistics import cluster_resamples
 
 VALUES = ["u", "v"]  # training order
 LAMS = [0.0, 0.5, 1.0]
@@ -36,7 +35,7 @@ def data():
                         rows.append({"method": method, "point_id": pid, "prompt_id": f"q{j:02d}", "value": value,
                                      "reward": reward, "seed": 1})
     test = seeded_rewards(pd.DataFrame(rows))
-    return EffectEstimator(test, cluster_resamples(30, 1, 300, 0), 0.95), pd.DataFrame(points)
+    return EffectEstimator(test, 0.95), pd.DataFrame(points)
 
 
 def test_efficacy_rows_estimates_and_monotone_lines(data):
@@ -91,15 +90,14 @@ def shrunk_world(n_prompts: int, seed: int, prefix: str, lams: tuple[float, ...]
 def test_matched_efficacy_rows_separate_shrinking_from_decorrelating():
     test_scores, points = shrunk_world(30, 1, "t")
     selection_scores, _ = shrunk_world(30, 2, "s")
-    estimator = EffectEstimator(seeded_rewards(test_scores), cluster_resamples(30, 1, 300, 0), 0.95,
-                                selection=seeded_rewards(selection_scores))
+    estimator = EffectEstimator(seeded_rewards(test_scores), 0.95, selection=seeded_rewards(selection_scores))
     rows = interference_table(estimator, points, VALUES, baselines=["soup"]).set_index(["method", "value_u", "value_v"])
     plain = rows.loc[("mva − soup", "u", "v")]
     assert plain["estimate"] == pytest.approx(0.5, abs=0.05) and plain["verdict"] == "supported"
     matched = rows.loc[("mva − soup @ λ_v = 0.5 (matched efficacy)", "u", "v")]
     assert matched["estimate"] == pytest.approx(0.0, abs=0.05) and matched["verdict"] == "inconclusive"
     assert matched["claim"] == "mva interferes less than soup at equal efficacy of v"
-    without_selection = EffectEstimator(estimator.test, estimator.resamples, 0.95)
+    without_selection = EffectEstimator(estimator.test, 0.95)
     assert not interference_table(without_selection, points, VALUES, ["soup"])["method"].str.contains("matched").any()
 
 
@@ -107,8 +105,7 @@ def test_interference_under_extrapolation_matches_efficacy_at_its_own_level():
     lams = (0.0, 0.5, 1.0, 2.0)
     test_scores, points = shrunk_world(30, 1, "t", lams)
     selection_scores, _ = shrunk_world(30, 2, "s", lams)
-    estimator = EffectEstimator(seeded_rewards(test_scores), cluster_resamples(30, 1, 300, 0), 0.95,
-                                selection=seeded_rewards(selection_scores))
+    estimator = EffectEstimator(seeded_rewards(test_scores), 0.95, selection=seeded_rewards(selection_scores))
     table = interference_table(estimator, points, VALUES, ["soup"], lambdas=(1.0, 2.0))
     rows = table.set_index(["method", "value_u", "value_v", "lambda"])
     assert rows.loc[("soup", "u", "v", 2.0), "estimate"] == pytest.approx(-4.0, abs=0.05)  # −λ_u·λ_v
