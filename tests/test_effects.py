@@ -116,3 +116,24 @@ def test_interference_under_extrapolation_matches_efficacy_at_its_own_level():
     assert rows.loc[("mva − soup @ λ_v = 0.5 (matched efficacy)", "u", "v", 1.0), "estimate"] == pytest.approx(
         0.0, abs=0.05)
     assert sorted(set(table["lambda"])) == [1.0, 2.0]
+
+
+def test_rows_carry_resolution_families_and_equivalence_where_a_margin_is_declared(data):
+    estimator, points = data
+    with_margin = EffectEstimator(estimator.test, 0.95, margins={"u": 0.2})
+    table = interference_table(with_margin, points, VALUES, baselines=["soup"])
+    rows = table.set_index(["method", "value_u", "value_v"])
+    # adding u's vector leaves v's reward about alone (0 ± 0.03), but v has no margin here: never equivalent
+    assert rows.loc[("mva", "v", "u"), "verdict"] == "inconclusive" and rows.loc[("mva", "v", "u"), "mde"] < 0.05
+    assert np.isnan(rows.loc[("mva", "v", "u"), "p_equivalence"])
+    assert rows.loc[("mva − soup", "u", "v"), "equivalence_margin"] == 0.2
+    assert set(table["family"]) == {"interference: within each method", "interference: against soup"}
+    assert (table["verdict_holm"] == table["verdict"]).all()  # clear effects survive the adjustment
+    assert ((table["p_value"] < 0.05) == table["verdict"].isin(["supported", "contradicted"])).all()
+    margin_v = interference_table(EffectEstimator(estimator.test, 0.95, margins={"v": 0.2}), points, VALUES, ["soup"])
+    rows_v = margin_v.set_index(["method", "value_u", "value_v"])
+    assert rows_v.loc[("mva", "v", "u"), "verdict"] == "equivalent"  # 90% interval inside ±0.2
+    # soup's +0.046 [0.020, 0.073] is inside the margin too, but an interval excluding 0 reads first
+    assert rows_v.loc[("soup", "v", "u"), "p_equivalence"] < 0.05 and rows_v.loc[("soup", "v", "u"), "verdict"] == "contradicted"
+    efficacy = efficacy_table(with_margin, points, VALUES)
+    assert set(efficacy["family"]) == {"efficacy: u", "efficacy: v"} and (efficacy["df"] == 29).all()

@@ -140,6 +140,24 @@ def test_a_mean_is_its_own_linear_part_and_a_hypervolume_is_judged_through_it():
     assert judged["se"] == pytest.approx(delta["se"], rel=0.15) and judged["df"] == pytest.approx(delta["df"], rel=0.15)
 
 
+def test_a_skewed_statistic_keeps_its_percentile_shape_with_one_seed():
+    resamples = cluster_resamples(n_prompts=12, n_seeds=1, n_boot=4000, seed=0)
+    rewards = resamples.estimate(np.random.default_rng(5).normal(size=(1, 1, 12)))
+    skewed = Estimate(np.exp(2 * rewards.value[0]), np.exp(2 * rewards.boot[:, 0]))  # right-skewed resamples
+    judged = linearised(skewed, [rewards], 0.95)
+    assert judged.skew[1] > 1.2 * judged.skew[0]
+    row = judge(judged, 0.95)
+    low, high = np.quantile(skewed.boot, [0.025, 0.975])
+    assert (row["ci_high"] - row["estimate"]) / (row["estimate"] - row["ci_low"]) == pytest.approx(
+        (high - skewed.value) / (skewed.value - low))
+    for edge in (row["ci_low"], row["ci_high"]):  # each side's test uses its own standard error
+        assert judge(judged, 0.95, null=edge)["p_value"] == pytest.approx(0.05)
+    three_seeds = cluster_resamples(n_prompts=12, n_seeds=3, n_boot=400, seed=0)
+    rewards = three_seeds.estimate(np.random.default_rng(5).normal(size=(3, 1, 12)))
+    skewed = Estimate(np.exp(2 * rewards.value[0]), np.exp(2 * rewards.boot[:, 0]))
+    assert linearised(skewed, [rewards], 0.95).skew == (1.0, 1.0)  # resampled seeds: symmetric
+
+
 def test_win_rate_seed_floor_is_the_spread_of_seed_win_rates_under_the_null():
     """Sheppard: seed win rates Φ(a_s/τ) vary with variance arcsin(ρ)/(2π), ρ the seed share of the differences."""
     rng = np.random.default_rng(4)
