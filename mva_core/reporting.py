@@ -156,7 +156,7 @@ def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFra
 
 def with_primary(table: pd.DataFrame, name: str, primary_rows: Sequence[Mapping]) -> pd.DataFrame:
     """``table`` (named ``name``) with a ``primary`` column: whether the row is one of the pre-specified claims."""
-    if table.empty:
+    if len(table.columns) == 0:  # one method: nothing was compared
         return table
     return table.assign(primary=primary_mask(table, name, primary_rows))
 
