@@ -112,8 +112,9 @@ class Comparator:
         win-rate table)."""
         if (a, b) not in self._win_rates:
             credit = win_credit(self.selected[a], self.selected[b], self.tie_tol)
-            differences = _with_average(method_rewards(self.selected[a] - self.selected[b], self.resamples).rewards)
-            floors = np.array([[win_rate_seed_floor(differences.samples[:, w, v]) for v in range(len(self.values))]
+            differences = self.selected[a] - self.selected[b]
+            differences = np.concatenate([differences, differences.mean(axis=1, keepdims=True)], axis=1)  # 'all'
+            floors = np.array([[win_rate_seed_floor(differences[:, w, v]) for v in range(len(self.values))]
                                for w in range(len(self.labels))])
             self._win_rates[(a, b)] = (_with_average(method_rewards(credit, self.resamples).rewards), credit, floors)
         return self._win_rates[(a, b)]

@@ -29,8 +29,6 @@ from mva_core.variance import Components, components, minimum_detectable_effect,
 SUPPORTED, CONTRADICTED, EQUIVALENT, INCONCLUSIVE = "supported", "contradicted", "equivalent", "inconclusive"
 BETTER_THAN_CHANCE, WORSE_THAN_CHANCE, AT_CHANCE = ("better than chance", "worse than chance (inverted)",
                                                     "not distinguishable from chance")
-ROW_COLUMNS = ["estimate", "ci_low", "ci_high", "df", "se", "mde", "p_value", "equivalence_margin",
-               "p_equivalence", "verdict"]
 
 
 @dataclass(frozen=True)
