@@ -102,7 +102,13 @@ def observed_degrees_of_freedom(y: np.ndarray) -> float:
     n_seeds, n_prompts = y.shape
     if n_seeds == 1:
         return float(n_prompts - 1)
-    ms_seed, ms_prompt, ms_residual = _mean_squares(y)
+    return degrees_of_freedom_from_mean_squares(*_mean_squares(y), n_seeds, n_prompts)
+
+
+def degrees_of_freedom_from_mean_squares(ms_seed: float, ms_prompt: float, ms_residual: float, n_seeds: int,
+                                         n_prompts: int) -> float:
+    """``observed_degrees_of_freedom`` of a design with these two-way ANOVA mean squares (n_seeds >= 2), e.g. of a
+    simulated run (``mva_core.planning``)."""
     upper = ms_seed * (n_seeds - 1) / special.chdtri(n_seeds - 1, SEED_MEAN_SQUARE_CONFIDENCE)
     return _degrees_of_freedom(max(upper, ms_residual), max(ms_prompt, ms_residual), ms_residual, n_seeds, n_prompts)
 

@@ -19,7 +19,8 @@ from mva_core.planning import (
     smallest_design,
 )
 from mva_core.reporting import build_tables
-from mva_core.variance import Components, components, minimum_detectable_effect
+from mva_core.statistics import Estimate, judge
+from mva_core.variance import Components, minimum_detectable_effect
 
 VALUES = ["concise", "positive"]  # training order
 GRID = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
@@ -88,15 +89,14 @@ def write_run(root: Path, y: np.ndarray, seconds: dict[str, float] | None = None
 def median_mde_of_simulated_runs(parts: Components, n_seeds: int, n_prompts: int, n_runs: int = 1000,
                                  seed: int = 7) -> float:
     """Median mde over runs drawn from y = μ + a_s + b_p + e (normal, variances ``parts``), each judged as the
-    tables judge a mean row: components of its own y, SE and df from them, mde (α = 0.05, power 0.8)."""
+    tables judge a mean row (``statistics.judge``: components of its own y, SE and df from them, mde at α = 0.05,
+    power 0.8)."""
     rng = np.random.default_rng(seed)
     mdes = []
     for _ in range(n_runs):
         y = (rng.normal(0, np.sqrt(parts.seed), (n_seeds, 1)) + rng.normal(0, np.sqrt(parts.prompt), (1, n_prompts))
              + rng.normal(0, np.sqrt(parts.residual), (n_seeds, n_prompts)))
-        estimated = components(y)
-        mdes.append(minimum_detectable_effect(np.sqrt(estimated.variance_of_mean(n_seeds, n_prompts)),
-                                              estimated.degrees_of_freedom(n_seeds, n_prompts)))
+        mdes.append(judge(Estimate(y.mean(), samples=y), 0.95)["mde"])
     return float(np.median(mdes))
 
 
