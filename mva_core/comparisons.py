@@ -105,8 +105,9 @@ def family(table: str, metric: str, weighting: str) -> str:
 
 
 class Comparator:
-    """Everything needed to compare methods of one run: selected test rewards, weightings, reference, resamples and
-    the values' scales (``selection.value_scales``; default 1).
+    """Everything needed to compare methods of one run: selected test rewards, weightings, reference, resamples, the
+    values' scales (``selection.value_scales``; default 1) and equivalence ``margins`` (per value name in its reward's
+    units; ``hypervolume`` in standardised units).
 
     ``reference`` is a fixed point (one number per value) or an ``Estimate`` with one per resample
     (``hypervolume_reference``)."""
