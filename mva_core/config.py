@@ -168,6 +168,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise _key_error("evaluation.win_rate_target", f"{evaluation['win_rate_target']!r} is not a method; "
                                                        f"allowed values: {sorted(config['methods'])}")
     _check_prompt_sources(evaluation, values)
+    _check_claims(evaluation, values)
     _check_dpo_lengths(config["dpo"])
     for section in ("values", "methods"):
         for name in config[section]:
@@ -182,6 +183,28 @@ def _check_dpo_lengths(dpo: Mapping[str, Any]) -> None:
     if dpo["max_prompt_length"] is not None and dpo["max_prompt_length"] >= dpo["max_length"]:
         raise _key_error("dpo.max_prompt_length", f"{dpo['max_prompt_length']} leaves no reply tokens within "
                                                   f"dpo.max_length ({dpo['max_length']}); it must be below it")
+
+
+PRIMARY_ROW_COLUMNS = {"comparisons": {"method_a", "method_b", "metric", "weighting", "value"},
+                       "baseline_comparisons": {"method_a", "method_b", "metric", "weighting", "value"},
+                       "efficacy": {"method", "value", "lambda"},
+                       "interference": {"method", "value_u", "value_v", "lambda"}}
+
+
+def _check_claims(evaluation: Mapping[str, Any], values: list[str]) -> None:
+    """Equivalence margins name values (or the hypervolume); each primary-row selector names columns of its table
+    and existing values."""
+    for name in evaluation["equivalence_margins"]:
+        if name not in [*values, "hypervolume"]:
+            raise _key_error(f"evaluation.equivalence_margins.{name}", f"is not a value; allowed: {[*values, 'hypervolume']}")
+    for i, selector in enumerate(evaluation["primary_rows"]):
+        allowed = PRIMARY_ROW_COLUMNS[selector["table"]]
+        for column, wanted in selector.items():
+            if column != "table" and column not in allowed:
+                raise _key_error(f"evaluation.primary_rows[{i}].{column}", f"is not a column of the "
+                                                                          f"{selector['table']} table; allowed: {sorted(allowed)}")
+            if column in ("value", "value_u", "value_v") and wanted not in values:
+                raise _key_error(f"evaluation.primary_rows[{i}].{column}", f"{wanted!r} is not a value; allowed: {values}")
 
 
 def _check_prompt_sources(evaluation: Mapping[str, Any], values: list[str]) -> None:

@@ -107,16 +107,24 @@ MEAN_REWARDS = TableContract("mean rewards", {
 WIN_RATES = TableContract("win-rate", {
     "weighting": TEXT, "target": TEXT, "baseline": TEXT, "value": TEXT, "win_rate": NUMBER, "ci_low": NUMBER,
     "ci_high": NUMBER, "verdict": TEXT})
+# Every judged row (mva_core.statistics.judge): its resolution, p-value, Holm family and adjusted verdict (NaN where
+# a row has no spread to estimate, e.g. a single prompt).
+JUDGED = {"df": OPTIONAL_NUMBER, "mde": OPTIONAL_NUMBER, "p_value": OPTIONAL_NUMBER, "family": TEXT,
+          "verdict_holm": TEXT}
+COMPARISONS = TableContract("comparisons", {
+    "method_a": TEXT, "method_b": TEXT, "metric": TEXT, "value": TEXT, "weighting": TEXT, "estimate": NUMBER,
+    "ci_low": OPTIONAL_NUMBER, "ci_high": OPTIONAL_NUMBER, "verdict": TEXT, **JUDGED})
 EFFICACY = TableContract("efficacy", {
     "method": TEXT, "value": TEXT, "lambda": NUMBER, "claim": TEXT, "estimate": NUMBER, "ci_low": NUMBER,
-    "ci_high": NUMBER, "verdict": TEXT, "spearman": OPTIONAL_NUMBER})
+    "ci_high": NUMBER, "verdict": TEXT, "spearman": OPTIONAL_NUMBER, **JUDGED})
 INTERFERENCE = TableContract("interference", {
     "method": TEXT, "value_u": TEXT, "value_v": TEXT, "lambda": NUMBER, "estimate": NUMBER, "ci_low": NUMBER,
-    "ci_high": NUMBER, "verdict": TEXT, "matched_gap": OPTIONAL_NUMBER})
+    "ci_high": NUMBER, "verdict": TEXT, "matched_gap": OPTIONAL_NUMBER, **JUDGED})
 HYPERVOLUMES = TableContract("hypervolume (tables/frontiers)", {
     "method": TEXT, "n_points": INTEGER, "n_selected": INTEGER, "n_selected_per_seed": INTEGER_LIST,
-    "n_hull_vertices": INTEGER, "n_hull_reachable": INTEGER, "hypervolume": NUMBER, "hv_ci_low": NUMBER,
-    "hv_ci_high": NUMBER, "hypervolume_std": NUMBER, "hv_std_ci_low": NUMBER, "hv_std_ci_high": NUMBER})
+    "n_hull_vertices": INTEGER, "n_hull_reachable": INTEGER, "hypervolume": NUMBER, "hv_ci_low": OPTIONAL_NUMBER,
+    "hv_ci_high": OPTIONAL_NUMBER, "hypervolume_std": NUMBER, "hv_std_ci_low": OPTIONAL_NUMBER,
+    "hv_std_ci_high": OPTIONAL_NUMBER, "hv_df": OPTIONAL_NUMBER})
 SENSITIVITY = TableContract("sensitivity", {
     "weight": NUMBER, "series": TEXT, "hypervolume": NUMBER, "hv_ci_low": NUMBER, "hv_ci_high": NUMBER,
     "hsic_lora_a_sigma1": OPTIONAL_NUMBER})

@@ -17,12 +17,15 @@
   reward at λ_v = λ minus the baseline's at x, test prompts; 0 is a perfect match).
 
 Efficacy rows and plain interference rows choose nothing, so they use every evaluation prompt (selection and test);
-matched-efficacy rows choose a λ, so they are reported on the test prompts only. Each set of prompts has its own
-cluster resamples (``mva_core.statistics``), shared by every row on it.
+matched-efficacy rows choose a λ, so they are reported on the test prompts only. Every row is judged by
+``mva_core.statistics`` (Student t on the crossed seeds × prompts variance components of the row's per-prompt
+difference); with ``margins`` (per value, in its reward's units) a row on value v (efficacy) or u (interference) can
+read 'equivalent'. Each row has a Holm family: efficacy per value, interference per kind of row (within a method,
+against a baseline, against a baseline at matched efficacy).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,9 +33,10 @@ from scipy import stats
 
 from mva_core.contracts import lam_columns
 from mva_core.rewards import SeededRewards
-from mva_core.statistics import ClusterResamples, judge
+from mva_core.statistics import Estimate, judge, with_holm
 
-EFFECT_COLUMNS = ["estimate", "ci_low", "ci_high", "n_prompts", "n_seeds", "verdict"]
+EFFECT_COLUMNS = ["estimate", "ci_low", "ci_high", "n_prompts", "n_seeds", "verdict", "df", "se", "mde", "p_value",
+                  "equivalence_margin", "p_equivalence", "family", "verdict_holm"]
 ABOVE_SFT, BELOW_SFT = "above SFT", "below SFT"
 
 
@@ -52,12 +56,12 @@ def _point_rewards(table: SeededRewards, method: str, point_id: str, value: str)
 
 
 class EffectEstimator:
-    """Paired differences of single points' rewards on the prompts of ``reported`` (with ``resamples`` over those
-    prompts); ``selection`` (other prompts) is where choices such as the matched-efficacy λ are made."""
+    """Paired differences of single points' rewards on the prompts of ``reported``; ``selection`` (other prompts) is
+    where choices such as the matched-efficacy λ are made; ``margins``: equivalence margin per value name."""
 
-    def __init__(self, reported: SeededRewards, resamples: ClusterResamples, ci: float,
-                 selection: SeededRewards | None = None):
-        self.reported, self.resamples, self.ci, self.selection = reported, resamples, ci, selection
+    def __init__(self, reported: SeededRewards, ci: float, selection: SeededRewards | None = None,
+                 margins: Mapping[str, float] | None = None):
+        self.reported, self.ci, self.selection, self.margins = reported, ci, selection, dict(margins or {})
 
     def rewards(self, method: str, point_id: str, value: str) -> np.ndarray:
         """Reported rewards (seeds, prompts) of one point on one value."""
@@ -67,12 +71,18 @@ class EffectEstimator:
         """Mean selection-prompt reward of one point on one value, per training seed."""
         return _point_rewards(self.selection, method, point_id, value).mean(axis=-1)
 
-    def row(self, diff: np.ndarray, direction: int = 1) -> dict:
-        """Estimate and CI of the mean of the paired difference ``diff`` (seeds, prompts); the verdict with the claimed
-        ``direction`` (+1: above 0, -1: below)."""
-        boot = self.resamples.means(diff[:, None, :])[:, 0]
-        return {"n_prompts": diff.shape[-1], "n_seeds": diff.shape[0],
-                **judge(diff.mean(), boot, self.ci, diff.shape[-1], direction=direction)}
+    def row(self, diff: np.ndarray, value: str, family: str, direction: int = 1) -> dict:
+        """Estimate, CI, resolution and verdict of the mean of the paired difference ``diff`` (seeds, prompts) of
+        ``value``'s reward, with the claimed ``direction`` (+1: above 0, -1: below); ``family``: its Holm family.
+        Every row of the effect tables is built by one call (``mva_core.row_quantities`` relies on it)."""
+        judged = judge(Estimate(diff.mean(), samples=diff), self.ci, direction=direction,
+                       margin=self.margins.get(value))
+        return {"n_prompts": diff.shape[-1], "n_seeds": diff.shape[0], **judged, "family": family}
+
+
+def _with_holm(rows: list[dict], columns: list[str], ci: float) -> pd.DataFrame:
+    """``rows`` as a table of ``columns`` with each row's Holm-adjusted verdict within its family."""
+    return with_holm(pd.DataFrame(rows, columns=[c for c in columns if c != "verdict_holm"]), ci)[columns]
 
 
 def efficacy_table(estimator: EffectEstimator, points: pd.DataFrame, values: Sequence[str]) -> pd.DataFrame:
@@ -97,9 +107,10 @@ def efficacy_table(estimator: EffectEstimator, points: pd.DataFrame, values: Seq
                 direction = 1 if lam > 0 else -1
                 rows.append({"method": method, "value": value, "lambda": lam,
                              "claim": ABOVE_SFT if direction == 1 else BELOW_SFT,
-                             **estimator.row(estimator.rewards(method, pid, value) - sft, direction),
+                             **estimator.row(estimator.rewards(method, pid, value) - sft, value, f"efficacy: {value}",
+                                             direction),
                              "spearman": float(rho)})
-    return pd.DataFrame(rows, columns=["method", "value", "lambda", "claim", *EFFECT_COLUMNS, "spearman"])
+    return _with_holm(rows, ["method", "value", "lambda", "claim", *EFFECT_COLUMNS, "spearman"], estimator.ci)
 
 
 def _interference(estimator: EffectEstimator, lam_points: dict[tuple[float, ...], str], method: str,
@@ -129,18 +140,19 @@ def interference_table(estimator: EffectEstimator, points: pd.DataFrame, values:
                     if d is not None:
                         diffs[(method, u, v, lam)] = d
     rows = [{"method": m, "value_u": u, "value_v": v, "lambda": lam, "claim": "adding v lowers u",
-             **estimator.row(d, direction=-1)} for (m, u, v, lam), d in diffs.items()]
+             **estimator.row(d, u, "interference: within each method", direction=-1)}
+            for (m, u, v, lam), d in diffs.items()]
     for baseline in baselines:
         for (m, u, v, lam), d in diffs.items():
             if m != baseline and (baseline, u, v, lam) in diffs:
                 rows.append({"method": f"{m} − {baseline}", "value_u": u, "value_v": v, "lambda": lam,
                              "claim": f"{m} interferes less than {baseline}",
-                             **estimator.row(d - diffs[(baseline, u, v, lam)])})
+                             **estimator.row(d - diffs[(baseline, u, v, lam)], u, f"interference: against {baseline}")})
                 if matched is not None:
                     rows += _matched_efficacy_rows(matched, by_method[m], by_method[baseline], values, m,
                                                    baseline, (u, v, lam))
-    return pd.DataFrame(rows, columns=["method", "value_u", "value_v", "lambda", "claim", *EFFECT_COLUMNS,
-                                       "matched_gap"])
+    return _with_holm(rows, ["method", "value_u", "value_v", "lambda", "claim", *EFFECT_COLUMNS, "matched_gap"],
+                      estimator.ci)
 
 
 def _matched_efficacy_rows(estimator: EffectEstimator, ours: dict[tuple[float, ...], str],
@@ -171,4 +183,5 @@ def _matched_efficacy_rows(estimator: EffectEstimator, ours: dict[tuple[float, .
     ours_interference = _interference(estimator, ours, method, values, i, j, level)
     return [{"method": f"{method} − {baseline} @ λ_{v} = {label} (matched efficacy)", "value_u": u, "value_v": v,
              "lambda": level, "claim": f"{method} interferes less than {baseline} at equal efficacy of {v}",
-             **estimator.row(ours_interference - matched), "matched_gap": gap}]
+             **estimator.row(ours_interference - matched, u, f"interference: against {baseline} at matched efficacy"),
+             "matched_gap": gap}]

@@ -3,8 +3,8 @@
 From a finished run it takes each chosen row's per-prompt quantity ``y[seed, prompt]`` (``mva_core.row_quantities``)
 and its variance components (``mva_core.variance``: seed, prompt, residual). A design of S training seeds and N
 evaluation prompts then has a known distribution of the ``mde`` its row will report, the interval being the one
-the tables use for a mean over seeds and prompts (Student t on the components' standard error with
-small-sample-corrected Satterthwaite degrees of freedom; one seed: prompts only). The planner simulates that
+the tables use for a mean over seeds and prompts (Student t on the components' standard error with the degrees of
+freedom a run reports, ``variance.observed_degrees_of_freedom``; one seed: prompts only). The planner simulates that
 distribution (the ANOVA mean squares of y = μ + a_s + b_p + e drawn from their chi-square laws, normal effects)
 and, for every seed count, prints the smallest prompt count on a ladder of round numbers whose *median* mde is at
 most the target for every chosen row, with the job hours scaled from the run's Snakemake benchmarks: generation
@@ -33,7 +33,12 @@ from mva_core.markdown import to_markdown
 from mva_core.rewards import seeded_rewards
 from mva_core.row_quantities import RowQuantity, find_rows, row_quantities
 from mva_core.selection import SELECTION, split_prompts
-from mva_core.variance import Components, components, minimum_detectable_effect
+from mva_core.variance import (
+    Components,
+    components,
+    degrees_of_freedom_from_mean_squares,
+    minimum_detectable_effect,
+)
 
 N_SIMULATIONS = 4000
 """Simulated runs per design: the median mde to about ±1%."""
@@ -72,12 +77,14 @@ def simulated_mdes(parts: Components, n_seeds: int, n_prompts: int, alpha: float
                    n_sim: int = N_SIMULATIONS, seed: int = SIMULATION_SEED) -> np.ndarray:
     """The mde each of ``n_sim`` simulated runs of ``n_seeds`` × ``n_prompts`` reports, given the true components
     ``parts``: the two-way ANOVA mean squares drawn from their scaled chi-square laws, the components estimated from
-    them as ``variance.components`` does (moments, truncated at 0), SE and df from ``Components``."""
+    them as ``variance.components`` does (moments, truncated at 0), the SE from them and the df a run reports
+    (``variance.observed_degrees_of_freedom``; one seed: prompts − 1)."""
     rng = np.random.default_rng(seed)
     S, P = n_seeds, n_prompts
     if S == 1:
         total = parts.prompt + parts.residual
         estimated = [Components(np.nan, float(ms), 0.0) for ms in total * rng.chisquare(P - 1, n_sim) / (P - 1)]
+        df = np.full(n_sim, P - 1.0)
     else:
         if np.isnan(parts.seed):
             raise PlanError("the seed component is unknown (one training seed): only one-seed designs can be planned")
@@ -86,8 +93,8 @@ def simulated_mdes(parts: Components, n_seeds: int, n_prompts: int, alpha: float
         ms_seed, ms_prompt, ms_res = (e * rng.chisquare(d, n_sim) / d for e, d in zip(expected, dfs))
         estimated = [Components(max(0.0, (a - e) / P), max(0.0, (b - e) / S), float(e))
                      for a, b, e in zip(ms_seed, ms_prompt, ms_res)]
+        df = np.array([degrees_of_freedom_from_mean_squares(a, b, e, S, P) for a, b, e in zip(ms_seed, ms_prompt, ms_res)])
     se = np.sqrt([c.variance_of_mean(S, P) for c in estimated])
-    df = np.array([c.degrees_of_freedom(S, P) for c in estimated])
     return mde_factor(df, alpha, power) * se
 
 

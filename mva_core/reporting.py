@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mva_core.comparisons import ALL_WEIGHTINGS, Comparator, hypervolume_reference
+from mva_core.comparisons import ALL_WEIGHTINGS, HYPERVOLUME, Comparator, hypervolume_reference
 from mva_core.decorrelation import MEASURES, table_columns
 from mva_core.effects import EffectEstimator, efficacy_table, interference_table
 from mva_core.figures import (
@@ -36,7 +36,7 @@ from mva_core.selection import (
     value_scales,
     weighting_label,
 )
-from mva_core.statistics import ClusterResamples, cluster_resamples, percentile_interval, t_interval
+from mva_core.statistics import Estimate, cluster_resamples, judge, primary_mask, t_interval
 
 
 @dataclass
@@ -56,23 +56,18 @@ class EvaluationTables:
     interference: pd.DataFrame
 
 
-def point_means(selection: SeededRewards, test: SeededRewards, resamples: ClusterResamples, ci: float) -> pd.DataFrame:
-    """Per (method, point_id, value): mean reward on the test prompts (all seeds) with a cluster-bootstrap CI,
-    and the mean on the selection prompts (what selection and frontier membership saw)."""
-    boot = resamples.means(test.rewards)  # (boot, points, values)
-    low, high = percentile_interval(boot, ci, len(test.prompts))
-    n_points, n_values = len(test.keys), len(test.values)
-    return pd.DataFrame({
-        "method": np.repeat(test.keys.get_level_values("method"), n_values),
-        "point_id": np.repeat(test.keys.get_level_values("point_id"), n_values),
-        "value": np.tile(test.values, n_points),
-        "mean": test.rewards.mean(axis=(0, -1)).ravel(),
-        "ci_low": low.ravel(),
-        "ci_high": high.ravel(),
-        "mean_selection": selection.rewards.mean(axis=(0, -1)).ravel(),
-        "n_prompts": len(test.prompts),
-        "n_seeds": len(test.seeds),
-    })
+def point_means(selection: SeededRewards, test: SeededRewards, ci: float) -> pd.DataFrame:
+    """Per (method, point_id, value): mean reward on the test prompts (all seeds) with its Student-t interval over
+    seeds and prompts (``statistics.judge``), and the mean on the selection prompts (what selection and frontier
+    membership saw)."""
+    rows = []
+    for k, (method, point_id) in enumerate(test.keys):
+        for v, value in enumerate(test.values):
+            judged = judge(Estimate(test.rewards[:, k, v].mean(), samples=test.rewards[:, k, v]), ci)
+            rows.append({"method": method, "point_id": point_id, "value": value, "mean": judged["estimate"],
+                         "ci_low": judged["ci_low"], "ci_high": judged["ci_high"], "df": judged["df"],
+                         "mean_selection": float(selection.rewards[:, k, v].mean())})
+    return pd.DataFrame(rows).assign(n_prompts=len(test.prompts), n_seeds=len(test.seeds))
 
 
 def descriptive_frontiers(means: pd.DataFrame) -> pd.DataFrame:
@@ -137,12 +132,14 @@ def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFra
     selections = select_held_out(selection, points, weightings, scales.scales)
     resamples = cluster_resamples(len(test.prompts), len(test.seeds), evaluation["bootstrap"], seed)
     ci = evaluation["ci"]
-    means = point_means(selection, test, resamples, ci)
+    margins = evaluation.get("equivalence_margins") or {}
+    primary = evaluation.get("primary_rows") or []
+    means = point_means(selection, test, ci)
     kinds = points.astype({"method": str, "point_id": str}).set_index(KEY)["kind"]
     reference = hypervolume_reference(test.rewards, np.array([kinds.get(k) == "sft" for k in test.keys]),
                                       _reference_setting(evaluation["reference_point"], values, test.values), resamples)
     comparator = Comparator(selected_test_rewards(test, selections, weightings), weightings, test.values, reference,
-                            resamples, ci, evaluation["tie_tolerance"], scales.scales)
+                            resamples, ci, evaluation["tie_tolerance"], scales.scales, margins)
     frontiers = (descriptive_frontiers(means).merge(comparator.hypervolume_table(), on="method")
                  .merge(selection_counts(selections, test.seeds), on="method")
                  .merge(hull_counts(selection, weightings, scales.scales), on="method")
@@ -150,28 +147,37 @@ def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFra
     target = evaluation["win_rate_target"]
     several = len(comparator.selected) > 1
     win_labels = [weighting_label(dict(zip(values, w))) for w in evaluation["weightings"]] + [ALL_WEIGHTINGS]
-    leader = comparator.leader()
-    every_prompt = EffectEstimator(rewards, cluster_resamples(len(rewards.prompts), len(rewards.seeds),
-                                                              evaluation["bootstrap"], seed), ci)
-    matched = EffectEstimator(test, resamples, ci, selection)
+    every_prompt = EffectEstimator(rewards, ci, margins=margins)
+    matched = EffectEstimator(test, ci, selection, margins)
     design = pd.DataFrame([{"n_prompts": len(rewards.prompts), "n_selection_prompts": len(selection.prompts),
                             "n_test_prompts": len(test.prompts), "n_seeds": len(test.seeds),
                             "n_weightings": len(weightings), "n_boot": resamples.n_boot, "ci": ci,
-                            "seeds_resampled": resamples.resamples_seeds, **scales.columns()}])
+                            "seeds_resampled": resamples.resamples_seeds, **scales.columns(),
+                            "equivalence_margins": json.dumps(dict(margins), sort_keys=True),
+                            "primary_rows": json.dumps(list(primary))}])
+    comparisons = with_primary(comparator.comparisons(target) if several else pd.DataFrame(), "comparisons", primary)
     return EvaluationTables(
         means=means,
         frontiers=frontiers,
         selections=selections,
         win_rates=comparator.win_rate_table(target, win_labels) if several else pd.DataFrame(),
-        comparisons=comparator.comparisons(target) if several else pd.DataFrame(),
-        baseline_comparisons=comparator.against_baselines(baselines),
-        leader=pd.DataFrame([leader[2]]) if leader else pd.DataFrame(),
+        comparisons=comparisons,
+        baseline_comparisons=with_primary(comparator.against_baselines(baselines), "baseline_comparisons", primary),
+        leader=comparisons[comparisons["metric"] == HYPERVOLUME].reset_index(drop=True) if several else pd.DataFrame(),
         seed_hypervolumes=hypervolume_by_seed(comparator, test.seeds, ci),
         design=design,
-        efficacy=efficacy_table(every_prompt, points, values),
-        interference=interference_table(every_prompt, points, values, baselines, evaluation["interference_lambdas"],
-                                        matched),
+        efficacy=with_primary(efficacy_table(every_prompt, points, values), "efficacy", primary),
+        interference=with_primary(interference_table(every_prompt, points, values, baselines,
+                                                     evaluation["interference_lambdas"], matched),
+                                  "interference", primary),
     )
+
+
+def with_primary(table: pd.DataFrame, name: str, primary_rows: Sequence[Mapping]) -> pd.DataFrame:
+    """``table`` (named ``name``) with a ``primary`` column: whether the row is one of the pre-specified claims."""
+    if len(table.columns) == 0:  # one method: nothing was compared
+        return table
+    return table.assign(primary=primary_mask(table, name, primary_rows))
 
 
 def write_figures(tables: EvaluationTables, points: pd.DataFrame, training_logs: Mapping[str, pd.DataFrame],

@@ -10,8 +10,9 @@ tables report. Rows are named by a spec, ``<kind>:key=value,...``:
 - ``interference:method=mva,baseline=soup,u=concise,v=positive,lambda=1``: that, minus the baseline's;
 - the same with ``matched=yes``: against the baseline at matched efficacy of v (test prompts only).
 
-``lambda`` may be left out (1). Every row's ``y`` covers all evaluation prompts of the run (plain rows use all of
-them; a matched-efficacy row, reported on the test prompts, has the same per-prompt variance components).
+``lambda`` may be left out (1). Each row's ``y`` covers the prompts its table row is reported on: every evaluation
+prompt for efficacy and plain interference rows, the test prompts for matched-efficacy rows (their λ is chosen on the
+selection prompts).
 """
 from __future__ import annotations
 
@@ -46,15 +47,16 @@ class RowQuantity:
 
 
 class _Recorder(EffectEstimator):
-    """An effect estimator that records the paired difference of every row the effect tables build."""
+    """An effect estimator that appends the paired difference of every row it judges to ``recorded`` (shared by the
+    estimators of one table, so that it follows the table's row order), and judges it as usual."""
 
-    def __init__(self, rewards: SeededRewards, selection: SeededRewards):
-        super().__init__(rewards, resamples=None, ci=0.95, selection=selection)
-        self.recorded: list[np.ndarray] = []
+    def __init__(self, reported: SeededRewards, selection: SeededRewards | None, recorded: list[np.ndarray]):
+        super().__init__(reported, ci=0.95, selection=selection)
+        self.recorded = recorded
 
-    def row(self, diff: np.ndarray, direction: int = 1, **_) -> dict:
+    def row(self, diff: np.ndarray, *args, **kwargs) -> dict:
         self.recorded.append(np.asarray(diff, dtype=float))
-        return {"estimate": float(np.mean(diff)), "n_seeds": diff.shape[0], "n_prompts": diff.shape[-1]}
+        return super().row(diff, *args, **kwargs)
 
 
 def spec_string(kind: str, fields: Mapping[str, str]) -> str:
@@ -108,19 +110,22 @@ def _interference_specs(table: pd.DataFrame) -> list[tuple[str, bool]]:
 
 def row_quantities(rewards: SeededRewards, selection: SeededRewards, points: pd.DataFrame) -> list[RowQuantity]:
     """Every efficacy and interference row of the run (interference at every λ > 0 of the grids; each method against
-    every other as baseline), with its ``y``; ``selection`` is where matched-efficacy rows choose their λ."""
+    every other as baseline), with its ``y``, built as ``reporting.build_tables`` builds the tables: every evaluation
+    prompt of ``rewards`` for efficacy and plain interference rows; matched-efficacy rows choose their λ on
+    ``selection`` and are reported on the other (test) prompts."""
     values = [c[len(LAMBDA_PREFIX):] for c in lam_columns(points)]
     methods = list(rewards.keys.get_level_values("method").unique())
     lambdas = sorted({float(x) for x in points[lam_columns(points)].to_numpy().ravel() if x > 0})
+    test = rewards.prompt_subset([p for p in rewards.prompts if p not in set(selection.prompts)])
     rows = []
-    for build, specs in ((lambda e: efficacy_table(e, points, values), _efficacy_specs),
-                         (lambda e: interference_table(e, points, values, methods, lambdas), _interference_specs)):
-        recorder = _Recorder(rewards, selection)
-        table = build(recorder)
-        if len(table) != len(recorder.recorded):
-            raise RuntimeError(f"{len(table)} effect rows but {len(recorder.recorded)} recorded differences")
+    for build, specs in ((lambda e, _: efficacy_table(e, points, values), _efficacy_specs),
+                         (lambda e, m: interference_table(e, points, values, methods, lambdas, m), _interference_specs)):
+        recorded: list[np.ndarray] = []
+        table = build(_Recorder(rewards, None, recorded), _Recorder(test, selection, recorded))
+        if len(table) != len(recorded):
+            raise RuntimeError(f"{len(table)} effect rows but {len(recorded)} recorded differences")
         rows += [RowQuantity(spec, str(label), y, matched)
-                 for (spec, matched), label, y in zip(specs(table), table["method"], recorder.recorded)]
+                 for (spec, matched), label, y in zip(specs(table), table["method"], recorded)]
     return rows
 
 

@@ -87,6 +87,14 @@ BAD = [
      ("config key 'methods.mva.penalty.sigma'", "a number > 0 or one of ['median']")),
     (lambda c: c["evaluation"].update(win_rate_target="nosuch"),
      ("config key 'evaluation.win_rate_target'", "allowed values: [", "'mva'")),
+    (lambda c: c["evaluation"].update(equivalence_margins={"helpfull": 1.0}),
+     ("config key 'evaluation.equivalence_margins.helpfull'", "'hypervolume'")),
+    (lambda c: c["evaluation"].update(equivalence_margins={"helpful": 0}), ("config key 'evaluation.equivalence_margins",)),
+    (lambda c: c["evaluation"].update(primary_rows=[{"table": "efficacy", "metric": "hypervolume"}]),
+     ("config key 'evaluation.primary_rows[0].metric'", "not a column of the efficacy table")),
+    (lambda c: c["evaluation"].update(primary_rows=[{"table": "comparisons", "value": "kind"}]),
+     ("config key 'evaluation.primary_rows[0].value'", "'kind' is not a value")),
+    (lambda c: c["evaluation"].update(primary_rows=[{"metric": "hypervolume"}]), ("config key 'evaluation.primary_rows[0]'",)),
     (lambda c: (c["values"].update(third={"order": 3, "sources": [{"path": "x.json"}]}),
                 c["methods"].update(m={"type": "modpo", "penalty": {"kind": "none"}})),
      ("config key 'evaluation.weightings[0]'", "3 non-negative weights")),
@@ -106,7 +114,7 @@ def test_bad_configs_fail_naming_the_key(mutate, culprit):
 TYPED = {"type", "enum", "const", "oneOf", "anyOf", "$ref"}
 UNBOUNDED_NUMBERS = {  # any real is meaningful here (lambda < 0 or > 1 extrapolates; references are in reward units)
     "methods.*.lambdas[]", "evaluation.grid.lambdas[]", "evaluation.grid.points[][]", "evaluation.grid.low",
-    "evaluation.grid.high", "evaluation.reference_point[]",
+    "evaluation.grid.high", "evaluation.reference_point[]", "evaluation.primary_rows[].lambda",
 }
 
 

@@ -7,8 +7,11 @@ import pandas as pd
 import pytest
 
 from mva_core.contracts import (
+    COMPARISONS,
+    EFFICACY,
     EVALUATION_PROMPTS,
     HYPERVOLUMES,
+    INTERFERENCE,
     PAIRS,
     POINTS,
     SCORES,
@@ -73,10 +76,21 @@ def test_selection_counts_per_seed_are_lists_of_integers(tmp_path):
     frontiers = pd.DataFrame({"method": ["mva"], "n_points": [16], "n_selected": [11], "n_selected_per_seed": [[11, 10]],
                               "n_hull_vertices": [15], "n_hull_reachable": [11], "hypervolume": [0.7],
                               "hv_ci_low": [0.5], "hv_ci_high": [0.9], "hypervolume_std": [0.75],
-                              "hv_std_ci_low": [0.55], "hv_std_ci_high": [0.95]})
+                              "hv_std_ci_low": [0.55], "hv_std_ci_high": [0.95], "hv_df": [2.4]})
     write_table(frontiers, tmp_path / "frontiers.parquet", HYPERVOLUMES)
     assert read_table(tmp_path / "frontiers.parquet", HYPERVOLUMES)["n_selected_per_seed"][0].tolist() == [11, 10]
     with pytest.raises(ContractError, match=r"'n_selected_per_seed' .* lists of integers, but the row at index 0 holds list"):
         validate_table(frontiers.assign(n_selected_per_seed=[[11.0, 10.5]]), HYPERVOLUMES)
     with pytest.raises(ContractError, match=r"lacks columns \['n_hull_reachable'\]"):
         validate_table(frontiers.drop(columns="n_hull_reachable"), HYPERVOLUMES)
+
+
+def test_judged_tables_declare_resolution_p_value_and_holm_verdict():
+    for contract in (COMPARISONS, EFFICACY, INTERFERENCE):
+        assert {"df", "mde", "p_value", "family", "verdict_holm"} <= set(contract.column_names), contract.name
+    row = {"method": "mva", "value": "a", "lambda": 1.0, "claim": "above SFT", "estimate": 0.5, "ci_low": 0.1, "ci_high": 0.9,
+           "verdict": "supported", "spearman": None, "df": None, "mde": 0.3, "p_value": 0.01, "family": "efficacy: a",
+           "verdict_holm": "supported"}
+    validate_table(pd.DataFrame([row]), EFFICACY)  # df may be missing (a single prompt has no spread)
+    with pytest.raises(ContractError, match=r"efficacy table lacks columns \['verdict_holm'\]"):
+        validate_table(pd.DataFrame([row]).drop(columns="verdict_holm"), EFFICACY)

@@ -8,7 +8,6 @@ import pytest
 from mva_core.effects import EffectEstimator, efficacy_table, interference_table
 from mva_core.reporting import build_tables
 from mva_core.rewards import seeded_rewards
-from mva_core.statistics import cluster_resamples
 
 VALUES = ["u", "v"]  # training order
 LAMS = [0.0, 0.5, 1.0]
@@ -37,7 +36,7 @@ def data():
                         rows.append({"method": method, "point_id": pid, "prompt_id": f"q{j:02d}", "value": value,
                                      "reward": reward, "seed": 1})
     test = seeded_rewards(pd.DataFrame(rows))
-    return EffectEstimator(test, cluster_resamples(30, 1, 300, 0), 0.95), pd.DataFrame(points)
+    return EffectEstimator(test, 0.95), pd.DataFrame(points)
 
 
 def test_efficacy_rows_estimates_and_monotone_lines(data):
@@ -92,8 +91,7 @@ def shrunk_world(n_prompts: int, seed: int, prefix: str, lams: tuple[float, ...]
 def test_matched_efficacy_rows_separate_shrinking_from_decorrelating():
     test_scores, points = shrunk_world(30, 1, "t")
     selection_scores, _ = shrunk_world(30, 2, "s")
-    estimator = EffectEstimator(seeded_rewards(test_scores), cluster_resamples(30, 1, 300, 0), 0.95,
-                                selection=seeded_rewards(selection_scores))
+    estimator = EffectEstimator(seeded_rewards(test_scores), 0.95, selection=seeded_rewards(selection_scores))
     rows = interference_table(estimator, points, VALUES, baselines=["soup"], matched=estimator).set_index(
         ["method", "value_u", "value_v"])
     plain = rows.loc[("mva − soup", "u", "v")]
@@ -109,8 +107,7 @@ def test_interference_under_extrapolation_matches_efficacy_at_its_own_level():
     lams = (0.0, 0.5, 1.0, 2.0)
     test_scores, points = shrunk_world(30, 1, "t", lams)
     selection_scores, _ = shrunk_world(30, 2, "s", lams)
-    estimator = EffectEstimator(seeded_rewards(test_scores), cluster_resamples(30, 1, 300, 0), 0.95,
-                                selection=seeded_rewards(selection_scores))
+    estimator = EffectEstimator(seeded_rewards(test_scores), 0.95, selection=seeded_rewards(selection_scores))
     table = interference_table(estimator, points, VALUES, ["soup"], lambdas=(1.0, 2.0), matched=estimator)
     rows = table.set_index(["method", "value_u", "value_v", "lambda"])
     assert rows.loc[("soup", "u", "v", 2.0), "estimate"] == pytest.approx(-4.0, abs=0.05)  # −λ_u·λ_v
@@ -134,7 +131,7 @@ def test_negative_lambda_claims_below_sft():
             for lam in extra for value in ("concise", "positive") for j in range(30)]
     points = pd.DataFrame([{"method": "soup", "point_id": f"{lam:g}_0", "kind": "sft" if lam == 0 else "single",
                             "lam_concise": lam, "lam_positive": 0.0} for lam in extra])
-    estimator = EffectEstimator(seeded_rewards(pd.DataFrame(rows)), cluster_resamples(30, 1, 400, 0), 0.95)
+    estimator = EffectEstimator(seeded_rewards(pd.DataFrame(rows)), 0.95)
     table = efficacy_table(estimator, points, ["concise", "positive"]).set_index("lambda")
     below = table.loc[-0.5]
     assert below["estimate"] == pytest.approx(-2.7, abs=1.0) and below["ci_high"] < 0
@@ -154,8 +151,7 @@ def test_matched_efficacy_is_chosen_per_training_seed():
 
     test_scores, points = two_seeds("t", 1)
     selection_scores, _ = two_seeds("s", 5)
-    estimator = EffectEstimator(seeded_rewards(test_scores), cluster_resamples(30, 2, 300, 0), 0.95,
-                                selection=seeded_rewards(selection_scores))
+    estimator = EffectEstimator(seeded_rewards(test_scores), 0.95, selection=seeded_rewards(selection_scores))
     table = interference_table(estimator, points, VALUES, ["soup"], matched=estimator)
     rows = table.set_index(["method", "value_u", "value_v"])
     matched = rows.loc[("mva − soup @ λ_v = 0.5/1 (matched efficacy)", "u", "v")]
@@ -178,3 +174,22 @@ def test_rows_without_a_choice_use_every_evaluation_prompt():
     assert (plain["n_prompts"] == 60).all() and plain["matched_gap"].isna().all()
     matched = interference.loc["mva − soup @ λ_v = 0.5 (matched efficacy)"]
     assert matched["n_prompts"] == 30 and abs(matched["matched_gap"]) < 0.1
+def test_rows_carry_resolution_families_and_equivalence_where_a_margin_is_declared(data):
+    estimator, points = data
+    with_margin = EffectEstimator(estimator.reported, 0.95, margins={"u": 0.2})
+    table = interference_table(with_margin, points, VALUES, baselines=["soup"])
+    rows = table.set_index(["method", "value_u", "value_v"])
+    # adding u's vector leaves v's reward about alone (0 ± 0.03), but v has no margin here: never equivalent
+    assert rows.loc[("mva", "v", "u"), "verdict"] == "inconclusive" and rows.loc[("mva", "v", "u"), "mde"] < 0.05
+    assert np.isnan(rows.loc[("mva", "v", "u"), "p_equivalence"])
+    assert rows.loc[("mva − soup", "u", "v"), "equivalence_margin"] == 0.2
+    assert set(table["family"]) == {"interference: within each method", "interference: against soup"}
+    assert (table["verdict_holm"] == table["verdict"]).all()  # clear effects survive the adjustment
+    assert ((table["p_value"] < 0.05) == table["verdict"].isin(["supported", "contradicted"])).all()
+    margin_v = interference_table(EffectEstimator(estimator.reported, 0.95, margins={"v": 0.2}), points, VALUES, ["soup"])
+    rows_v = margin_v.set_index(["method", "value_u", "value_v"])
+    assert rows_v.loc[("mva", "v", "u"), "verdict"] == "equivalent"  # 90% interval inside ±0.2
+    # soup's +0.046 [0.020, 0.073] is inside the margin too, but an interval excluding 0 reads first
+    assert rows_v.loc[("soup", "v", "u"), "p_equivalence"] < 0.05 and rows_v.loc[("soup", "v", "u"), "verdict"] == "contradicted"
+    efficacy = efficacy_table(with_margin, points, VALUES)
+    assert set(efficacy["family"]) == {"efficacy: u", "efficacy: v"} and (efficacy["df"] == 29).all()

@@ -7,7 +7,7 @@ from stat_sims import frontier_means, simulate, true_differences
 
 from mva_core.comparisons import Comparator, hypervolume_reference
 from mva_core.selection import select_held_out, selected_test_rewards, selection_weightings
-from mva_core.statistics import cluster_resamples, percentile_interval
+from mva_core.statistics import cluster_resamples
 
 VALUES = ("a", "b")
 
@@ -26,9 +26,8 @@ def hypervolume_intervals(rng: np.random.Generator, rep: int, true_means: dict) 
     paired = hypervolume_reference(test.rewards, is_sft, "sft", resamples)
     result = {}
     for name, reference in (("fixed", paired.value), ("paired", paired)):
-        comparator = Comparator(selected, weightings, VALUES, reference, resamples)
-        diff = comparator.hypervolume("A") - comparator.hypervolume("B")
-        result[name] = percentile_interval(diff.boot, 0.95, 12)
+        row = Comparator(selected, weightings, VALUES, reference, resamples).compare("A", "B")[0]  # the table's row
+        result[name] = (row["ci_low"], row["ci_high"])
     truth = true_differences(truth, tensor, selections, weightings, np.zeros(2), noise=1.0)
     result["truth"] = truth.query("metric == 'hypervolume'")["truth"].item()
     return result

@@ -18,7 +18,9 @@ from mva_core.planning import (
     simulated_mdes,
     smallest_design,
 )
-from mva_core.variance import Components, components, minimum_detectable_effect
+from mva_core.reporting import build_tables
+from mva_core.statistics import Estimate, judge
+from mva_core.variance import Components, minimum_detectable_effect
 
 VALUES = ["concise", "positive"]  # training order
 GRID = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
@@ -87,15 +89,14 @@ def write_run(root: Path, y: np.ndarray, seconds: dict[str, float] | None = None
 def median_mde_of_simulated_runs(parts: Components, n_seeds: int, n_prompts: int, n_runs: int = 1000,
                                  seed: int = 7) -> float:
     """Median mde over runs drawn from y = μ + a_s + b_p + e (normal, variances ``parts``), each judged as the
-    tables judge a mean row: components of its own y, SE and df from them, mde (α = 0.05, power 0.8)."""
+    tables judge a mean row (``statistics.judge``: components of its own y, SE and df from them, mde at α = 0.05,
+    power 0.8)."""
     rng = np.random.default_rng(seed)
     mdes = []
     for _ in range(n_runs):
         y = (rng.normal(0, np.sqrt(parts.seed), (n_seeds, 1)) + rng.normal(0, np.sqrt(parts.prompt), (1, n_prompts))
              + rng.normal(0, np.sqrt(parts.residual), (n_seeds, n_prompts)))
-        estimated = components(y)
-        mdes.append(minimum_detectable_effect(np.sqrt(estimated.variance_of_mean(n_seeds, n_prompts)),
-                                              estimated.degrees_of_freedom(n_seeds, n_prompts)))
+        mdes.append(judge(Estimate(y.mean(), samples=y), 0.95)["mde"])
     return float(np.median(mdes))
 
 
@@ -115,6 +116,25 @@ def test_the_row_is_the_library_interference_row_and_its_components_are_known(pi
     assert (planned.parts.seed, planned.parts.prompt, planned.parts.residual) == pytest.approx((1.0, 6.0, 3.0))
     (plain,) = plan_rows(pilot, ["interference:method=soup,u=concise,v=positive"])  # λ defaults to 1
     assert np.abs(plain.row.y).max() == 0  # soup's point (1, 1) scores as its (1, 0): no interference
+
+
+def test_every_row_quantity_is_the_one_behind_its_table_row(pilot):
+    """The planner's y of each row is what the run's effect tables judge: same rows in the same order, y's mean the
+    row's estimate, y's prompts the row's (every evaluation prompt; the test prompts for matched-efficacy rows)."""
+    run = pilot.path
+    scores = pd.concat([pd.read_parquet(p) for p in sorted(run.glob("seed_*/evaluation/*/scores_*.parquet"))])
+    points = pd.concat([pd.read_parquet(p) for p in sorted(run.glob("evaluation/*/points.parquet"))], ignore_index=True)
+    evaluation = {"bootstrap": 50, "ci": 0.95, "reference_point": "sft", "weightings": [[0.5, 0.5]],
+                  "selection_weightings": None, "selection_fraction": 0.5, "interference_lambdas": [1.0],
+                  "win_rate_target": "mva", "tie_tolerance": 0.0}
+    tables = build_tables(scores, points, pd.read_parquet(run / "evaluation" / "prompts.parquet"), evaluation, VALUES,
+                          seed=0, baselines=["mva", "soup"])
+    table_rows = [*tables.efficacy.itertuples(), *tables.interference.itertuples()]
+    assert [row.label for row in pilot.rows] == [row.method for row in table_rows]
+    assert any(row.test_prompts_only for row in pilot.rows)  # matched-efficacy rows are among them
+    for planned, row in zip(pilot.rows, table_rows):
+        assert planned.y.mean() == pytest.approx(row.estimate, abs=1e-12) and planned.y.shape == (3, row.n_prompts)
+        assert row.n_prompts == (30 if planned.test_prompts_only else 60)
 
 
 @pytest.mark.parametrize("n_seeds, rung", [(3, 15), (5, 20)])

@@ -151,7 +151,7 @@ def test_smoke_run_evaluates_every_grid_point(smoke_run):
     assert expo[["lam_helpful", "lam_harmless"]].max().max() > 1  # extrapolation beyond the value vectors
     assert len(pd.read_parquet(run / "tables/win_rates.parquet")) > 0
     comparisons = pd.read_parquet(run / "tables/comparisons.parquet")
-    assert list(comparisons.columns) == COMPARISON_COLUMNS
+    assert list(comparisons.columns) == [*COMPARISON_COLUMNS, "primary"]
     assert set(comparisons["method_b"]) == set(METHODS + ["mva_twin"]) - {"mva"}
     assert {"hypervolume", "mean_reward", "win_rate"} <= set(comparisons["metric"])
     efficacy = pd.read_parquet(run / "tables/efficacy.parquet")
