@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import sys
-import tomllib
 
 import pytest
+import tomllib
 import yaml
 from conftest import REPO
 from packaging.requirements import Requirement

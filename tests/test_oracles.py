@@ -36,7 +36,8 @@ def pairs() -> pd.DataFrame:
 
 def test_pair_builder_relabels_and_drops_ties_and_near_ties():
     kept, dropped = derive_oracle_preference(pairs(), OracleDerivation("positivity", margin=0.3))
-    assert dropped == {"oracle_margin": 2, "length_confound": 0} and kept["pair_id"].tolist() == ["a", "b"]  # c ties exactly, d differs by less than 0.3
+    # c ties exactly, d differs by less than 0.3
+    assert dropped == {"oracle_margin": 2, "length_confound": 0} and kept["pair_id"].tolist() == ["a", "b"]
     assert kept.loc[0, "chosen"] == "What a great day, I love it!"  # swapped: the oracle prefers it
     assert kept.loc[1, "chosen"] == "I love it!"  # kept as labelled
     scores = {t: oracle_scores("positivity", [t])[0] for t in pd.concat([kept["chosen"], kept["rejected"]])}
