@@ -15,6 +15,7 @@ from typing import Any
 from mva_core.config_errors import ConfigError
 from mva_core.config_errors import key_error as _key_error
 from mva_core.methods import method_for, value_order
+from mva_core.workload import evaluation_workload
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "config.schema.yaml"
 
@@ -181,6 +182,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise _key_error("evaluation.win_rate_target", f"{evaluation['win_rate_target']!r} is not a method; "
                                                        f"allowed values: {sorted(config['methods'])}")
     _check_prompt_sources(evaluation, values)
+    evaluation_workload(config).check(evaluation["max_generations_per_seed"])
 
 
 def _check_prompt_sources(evaluation: Mapping[str, Any], values: list[str]) -> None:

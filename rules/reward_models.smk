@@ -17,6 +17,7 @@ rule train_reward_model:
     benchmark:
         f"{RUN}/benchmarks/train_reward_model/{{value}}.tsv"
     resources:
+        attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=240,
         gpu=config["compute"]["gpus_per_job"],
@@ -39,6 +40,7 @@ rule reward_model_accuracy:
     benchmark:
         benchmark_path("reward_model_accuracy", "{value}")
     resources:
+        attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=60,
         gpu=config["compute"]["gpus_per_job"],

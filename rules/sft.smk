@@ -17,6 +17,7 @@ rule sft:
     benchmark:
         f"{RUN}/benchmarks/sft.tsv"
     resources:
+        attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=240,
         gpu=config["compute"]["gpus_per_job"],

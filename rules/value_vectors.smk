@@ -21,6 +21,7 @@ rule train_value_vector:
     benchmark:
         f"{RUN}/benchmarks/train_value_vector/seed{{seed}}_{{chain}}_{{value}}.tsv"
     resources:
+        attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=480,
         gpu=config["compute"]["gpus_per_job"],
@@ -42,6 +43,7 @@ rule decorrelation_table:
         benchmark_path("decorrelation_table", "seed{seed}_{chain}")
     threads: 1
     resources:
+        attempt=job_attempt,
         mem_mb=4000,
         runtime=20,
     script:
@@ -67,6 +69,7 @@ rule train_modpo_vector:
     benchmark:
         f"{RUN}/benchmarks/train_modpo_vector/seed{{seed}}_{{method}}_w{{index}}.tsv"
     resources:
+        attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=480,
         gpu=config["compute"]["gpus_per_job"],
