@@ -29,8 +29,6 @@ rule evaluation_prompts:
         seed=config["seed"],
         max_new_tokens=config["evaluation"]["generation"]["max_new_tokens"],
         on_long_prompt=config["evaluation"]["on_long_prompt"],
-        points_per_seed=WORKLOAD.n_points,
-        max_generations=config["evaluation"]["max_generations_per_seed"],
     log:
         log_path("evaluation_prompts"),
     benchmark:

@@ -24,6 +24,7 @@ from mva_core.generation import GenerationSettings, encode_prompt, generate_grid
 from mva_core.job_failures import RECORD_SUFFIX
 from mva_core.summary import context_lines
 from mva_core.workflow_io import logged_job
+from mva_core.workload import evaluation_workload
 
 SMOKE = REPO / "config/smoke.yaml"
 
@@ -59,6 +60,11 @@ def test_generations_above_the_ceiling_fail_validation_unless_allowed():
                                           r"config asks for 240,078 generations per training seed \(40,013 λ points"):
         validate_config(smoke_config(grid=grid, max_generations_per_seed=50_000))
     validate_config(smoke_config(grid=grid, max_generations_per_seed=None))  # null: no ceiling
+    workload = evaluation_workload(validate_config(smoke_config()))  # 29 points x 6 prompts
+    workload.check(174)
+    with pytest.raises(ConfigError, match=r"asks for 290 generations per training seed \(29 λ points of all "
+                                          r"methods x 10 prompts\)"):
+        workload.check(174, prompts=10)  # the evaluation-prompts job, once a source with n: null is counted
     for shipped in [REPO / "config.yaml", *sorted((REPO / "config").glob("paper_*.yaml"))]:
         validate_config(yaml.safe_load(shipped.read_text()))  # the default ceiling lets the shipped configs through
 
@@ -262,7 +268,7 @@ def test_a_failed_frontiers_rerun_keeps_the_tables_and_is_redone_next_time(smoke
     assert digests(run / "tables") == tables, "a failed rerun changed or removed finished tables"
     log = (run / "logs/frontiers/main.log").read_text()
     assert log.startswith("attempt 2 of frontiers not run: attempt 1 failed with an error that a retry cannot fix")
-    assert f"CorruptArtifactError: {scores.relative_to(workdir)} is corrupt" in log
-    print(f"failed frontiers rerun (two attempts) took {time.monotonic() - started:.0f} s")
+    assert f"CorruptArtifactError: artifact {scores.relative_to(workdir)} is corrupt" in log
+    print(f"failed frontiers rerun (two attempts) took {time.monotonic() - started:.0f} s:\n{failed.stderr[-6000:]}")
     planned = snakemake(*args, "-n", workdir=workdir)
     assert "Nothing to be done" not in planned.stdout + planned.stderr and "rule frontiers:" in planned.stdout

@@ -10,7 +10,7 @@ with logged_job(snakemake) as log:
     from mva_core.data import ContextBudget, evaluation_prompts, load_prompt_set
     from mva_core.generation import encode_prompt
     from mva_core.provenance import source_hashes
-    from mva_core.workload import MAX_NEW_TOKENS_KEY, EvaluationWorkload, check_max_new_tokens, policy_positions
+    from mva_core.workload import check_max_new_tokens, evaluation_workload, policy_positions
 
     splits = {value: read_table(path, PAIRS) for value, path in zip(snakemake.params.values, snakemake.input.splits)}
     params = snakemake.params
@@ -32,7 +32,10 @@ with logged_job(snakemake) as log:
     too_long = prompts.attrs["too_long"]
     current_provenance()["context_check"] = {"positions": positions, "max_new_tokens": params.max_new_tokens,
                                              "on_long_prompt": params.on_long_prompt, "too_long": too_long}
-    log.info("%d prompts; %d skipped as longer than the policy's context allows (%s): %s", len(prompts),
-             sum(too_long.values()), MAX_NEW_TOKENS_KEY, too_long)
-    EvaluationWorkload({"all methods": params.points_per_seed}, len(prompts)).check(params.max_generations)
+    if budget is not None:
+        log.info("%d prompts; %d skipped as longer than %s: %s", len(prompts), sum(too_long.values()),
+                 budget.describe(), too_long)
+    # the ceiling again, with the prompts found (a source with n: null is counted only here); read from the config,
+    # not params, so that adding a method does not redo this job and every generation after it
+    evaluation_workload(snakemake.config).check(snakemake.config["evaluation"]["max_generations_per_seed"], len(prompts))
     write_table(prompts, snakemake.output[0], EVALUATION_PROMPTS)
