@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from mva_core.adapters import ADAPTER_WEIGHTS
 from mva_core.artifacts import config_hash, file_sha256
 from mva_core.combine import ValueMixer
+from mva_core.data.errors import DataError
 from mva_core.progress import LineProgress, row_progress
 from mva_core.shards import run_sharded
 
@@ -85,14 +86,14 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: pd.DataFrame) ->
 
 
 def check_context(model: nn.Module, prompts: pd.DataFrame, encoded: Sequence[Sequence[int]], max_new_tokens: int) -> None:
-    """Raise ValueError naming the first prompt whose tokens plus ``max_new_tokens`` exceed the model's positions
+    """Raise DataError naming the first prompt whose tokens plus ``max_new_tokens`` exceed the model's positions
     (``max_position_embeddings``; nothing is checked for a model whose config has none): never truncated."""
     positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if not isinstance(positions, int):
         return
     for prompt_id, ids in zip(prompts["prompt_id"], encoded):
         if len(ids) + max_new_tokens > positions:
-            raise ValueError(f"prompt {prompt_id!r} has {len(ids):,} tokens: with max_new_tokens {max_new_tokens:,} it "
+            raise DataError(f"prompt {prompt_id!r} has {len(ids):,} tokens: with max_new_tokens {max_new_tokens:,} it "
                              f"needs {len(ids) + max_new_tokens:,} positions, but the model has {positions:,} "
                              "(the evaluation-prompts job skips such prompts: evaluation.on_long_prompt)")
 
