@@ -97,12 +97,26 @@ def policy_positions(model_dir: str | Path) -> int | None:
 
 def planned_policy_positions(config: Mapping[str, Any], base_model_dir: str | Path) -> tuple[int, str] | None:
     """(positions, where they were read) of the policy at plan time: the run's materialised base model
-    ``base_model_dir`` (SFT keeps its config), else ``base_model.source`` if it is a local model directory."""
-    for where in (Path(base_model_dir), Path(config["base_model"]["source"]).expanduser()):
+    ``base_model_dir`` (SFT keeps its config) if it was made from the configured ``base_model.source`` and
+    ``revision``, else ``base_model.source`` if it is a local model directory."""
+    wanted = {key: config["base_model"].get(key) for key in ("source", "revision")}
+    candidates = [Path(config["base_model"]["source"]).expanduser()]
+    if _made_from(Path(base_model_dir)) == wanted:
+        candidates.insert(0, Path(base_model_dir))
+    for where in candidates:
         positions = policy_positions(where)
         if positions is not None:
             return positions, str(where)
     return None
+
+
+def _made_from(model_dir: Path) -> dict | None:
+    """``source`` and ``revision`` a materialised base model was made from (its ``metadata.json``), None if unknown."""
+    try:
+        settings = json.loads((model_dir / "metadata.json").read_text())["settings"]["base_model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {key: settings.get(key) for key in ("source", "revision")}
 
 
 def check_max_new_tokens(max_new_tokens: int, positions: int, where: str) -> None:

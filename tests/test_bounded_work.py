@@ -90,10 +90,15 @@ def test_max_new_tokens_that_leave_no_room_in_the_policy_context_fail_the_plan(t
     base = tmp_path / "results/smoke/models/base"
     base.mkdir(parents=True)
     (base / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 1024}))
+    made_from = {"settings": {"base_model": {"source": "tiny_random", "revision": None}}}
+    (base / "metadata.json").write_text(json.dumps(made_from))
     result = plan(tmp_path, "evaluation: {generation: {max_new_tokens: 1024}}\n")
     assert result.returncode != 0
     assert ("config key 'evaluation.generation.max_new_tokens': is 1,024, but the policy (results/smoke/models/base) "
             "has a context of 1,024 positions") in result.stdout + result.stderr
+    made_from["settings"]["base_model"]["source"] = "another/model"  # to be rebuilt: its job checks the new one
+    (base / "metadata.json").write_text(json.dumps(made_from))
+    assert plan(tmp_path, "evaluation: {generation: {max_new_tokens: 1024}}\n").returncode == 0
 
 
 # ------------------------------------------------------------------------------------------------ permanent failures
