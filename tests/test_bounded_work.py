@@ -262,8 +262,13 @@ def test_a_failed_frontiers_rerun_keeps_the_tables_and_is_redone_next_time(smoke
     tables = digests(run / "tables")
 
     # 10^10: on the parent commit the job then fails at once (149 GiB is more than a machine has), not filling memory
-    oversized = snakemake(*args, "--config", "evaluation={'bootstrap': 10000000000}", workdir=workdir)
-    assert oversized.returncode != 0 and "config key 'evaluation.bootstrap'" in oversized.stdout + oversized.stderr
+    overlay = tmp_path / "oversized.yaml"
+    overlay.write_text("evaluation: {bootstrap: 10000000000}\n")
+    at = args.index("--config")
+    oversized = snakemake(*args[:at], str(overlay), *args[at:], workdir=workdir)
+    assert oversized.returncode != 0
+    assert ("config key 'evaluation.bootstrap': 10000000000 is greater than the maximum of 100000"
+            in oversized.stdout + oversized.stderr)
     assert digests(run / "tables") == tables
 
     scores = run / "seed_1/evaluation/mva/scores_helpful.parquet"
