@@ -94,8 +94,8 @@ def check_context(model: nn.Module, prompts: pd.DataFrame, encoded: Sequence[Seq
     for prompt_id, ids in zip(prompts["prompt_id"], encoded):
         if len(ids) + max_new_tokens > positions:
             raise DataError(f"prompt {prompt_id!r} has {len(ids):,} tokens: with max_new_tokens {max_new_tokens:,} it "
-                             f"needs {len(ids) + max_new_tokens:,} positions, but the model has {positions:,} "
-                             "(the evaluation-prompts job skips such prompts: evaluation.on_long_prompt)")
+                            f"needs {len(ids) + max_new_tokens:,} positions, but the model has {positions:,} "
+                            "(the evaluation-prompts job skips such prompts: evaluation.on_long_prompt)")
 
 
 def plan_batches(prompt_lengths: Sequence[int], settings: GenerationSettings) -> list[int]:

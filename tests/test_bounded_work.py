@@ -215,6 +215,10 @@ def test_prompts_longer_than_the_context_are_skipped_and_counted(tiny_tokenizer)
                                                 "category": [None, None], "source": ["x", "x"]}))
     mixed = evaluation_prompts({}, 0, [external], budget=budget)
     assert list(mixed["prompt_id"]) == ["b"] and mixed.attrs["too_long"] == {"extra": 1}
+    only_long = PromptSet("extra", external.prompts.head(1))
+    with pytest.raises(DataError, match=r"no evaluation prompt fits the policy's \d+ positions minus "
+                                        r"evaluation.generation.max_new_tokens 64"):
+        evaluation_prompts({}, 0, [only_long], budget=budget)
     with pytest.raises(DataError, match=r"only 2 distinct prompts that fit the policy's .* \(1 longer ones skipped\)"):
         evaluation_prompts({"helpful": eval_splits["helpful"].head(3)}, 3, budget=budget)
 

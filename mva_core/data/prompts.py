@@ -199,7 +199,7 @@ def evaluation_prompts(eval_splits: Mapping[str, pd.DataFrame], per_value: int,
         prompts = prompt_set.prompts
         fresh = prompts[~prompts["prompt_id"].isin(seen) & prompts["prompt"].map(short_enough)]
         if budget is not None and budget.on_long_prompt == "drop":
-            fresh = fresh[[fits(messages, prompt_set.name) for messages in fresh["prompt"]]]
+            fresh = fresh[fresh["prompt"].map(lambda messages: fits(messages, prompt_set.name)).astype(bool)]
         if prompt_set.n is not None and prompt_set.n > len(fresh):
             overlap = len(prompts) - len(fresh) - too_long.get(prompt_set.name, 0)
             raise DataError(
