@@ -17,6 +17,7 @@ from mva_core.config_errors import ConfigError
 from mva_core.config_errors import key_error as _key_error
 from mva_core.config_files import load_config_file
 from mva_core.methods import method_for, value_order
+from mva_core.workload import evaluation_workload
 
 _PERIODIC_END = re.compile(r"(.+)\1{19,}$")  # Snakemake's PeriodicityDetector rejects such wildcard values
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "config.schema.yaml"
@@ -168,6 +169,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise _key_error("evaluation.win_rate_target", f"{evaluation['win_rate_target']!r} is not a method; "
                                                        f"allowed values: {sorted(config['methods'])}")
     _check_prompt_sources(evaluation, values)
+    evaluation_workload(config).check(evaluation["max_generations_per_seed"])
     _check_claims(evaluation, values)
     _check_dpo_lengths(config["dpo"])
     for section in ("values", "methods"):

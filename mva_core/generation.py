@@ -9,7 +9,7 @@ KV-cache length the batch ends with. The queue is cut into fixed shards (indepen
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from mva_core.adapters import ADAPTER_WEIGHTS
 from mva_core.artifacts import config_hash, file_sha256
 from mva_core.combine import ValueMixer
+from mva_core.data.errors import DataError
 from mva_core.progress import LineProgress, row_progress
 from mva_core.shards import run_sharded
 
@@ -67,18 +68,34 @@ class _Row:
     lams: tuple[float, ...]
 
 
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, str]]) -> list[int]:
+    """Token ids of one prompt rendered with the chat template and the assistant generation prompt."""
+    text = tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: pd.DataFrame) -> list[list[int]]:
-    """Token ids of every prompt rendered with the chat template and the assistant generation prompt."""
+    """``encode_prompt`` of every prompt."""
     encoded = []
     for prompt_id, messages in zip(prompts["prompt_id"], prompts["prompt"]):
         try:
-            text = tokenizer.apply_chat_template(
-                [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
-            )
+            encoded.append(encode_prompt(tokenizer, messages))
         except Exception as err:
             raise ValueError(f"prompt {prompt_id!r}: chat template failed: {err}") from err
-        encoded.append(tokenizer(text, add_special_tokens=False)["input_ids"])
     return encoded
+
+
+def check_context(model: nn.Module, prompts: pd.DataFrame, encoded: Sequence[Sequence[int]], max_new_tokens: int) -> None:
+    """Raise DataError naming the first prompt whose tokens plus ``max_new_tokens`` exceed the model's positions
+    (``max_position_embeddings``; nothing is checked for a model whose config has none): never truncated."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return
+    for prompt_id, ids in zip(prompts["prompt_id"], encoded):
+        if len(ids) + max_new_tokens > positions:
+            raise DataError(f"prompt {prompt_id!r} has {len(ids):,} tokens: with max_new_tokens {max_new_tokens:,} it "
+                            f"needs {len(ids) + max_new_tokens:,} positions, but the model has {positions:,} "
+                            "(the evaluation-prompts job skips such prompts: evaluation.on_long_prompt)")
 
 
 def plan_batches(prompt_lengths: Sequence[int], settings: GenerationSettings) -> list[int]:
@@ -124,7 +141,9 @@ def generate_grid(
     lam_columns = _lambda_columns(points, mixer)
     _check_unique(prompts, "prompt_id", "prompts")
     _check_unique(points, "point_id", "points")
-    queue = _build_queue(points, prompts, encode_prompts(tokenizer, prompts), lam_columns)
+    encoded = encode_prompts(tokenizer, prompts)
+    check_context(model, prompts, encoded, settings.max_new_tokens)
+    queue = _build_queue(points, prompts, encoded, lam_columns)
     folder = Path(shard_dir) / _fingerprint(model, mixer, queue, settings, shard_size) if shard_dir else None
     runner = _Runner(model, tokenizer, mixer, settings)
     with _eval_mode(model), torch.inference_mode(), row_progress(len(queue), "generate", progress) as bar:

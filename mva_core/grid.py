@@ -6,8 +6,9 @@ Every method's grid always contains the SFT model (all λ = 0, kind ``sft``) and
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,17 @@ class GridSettings:
     n_points: int = 10
     low: float = 0.0
     high: float = 1.0
+
+    @classmethod
+    def of(cls, section: Mapping[str, Any]) -> GridSettings:
+        """The settings of an ``evaluation.grid`` config section (lists become tuples)."""
+        return cls(**{**section, "lambdas": tuple(section["lambdas"]), "points": tuple(map(tuple, section["points"]))})
+
+    def size(self, k: int) -> int:
+        """λ vectors of the grid itself for ``k`` values (before the SFT and single-vector references are added)."""
+        if self.type == "product":
+            return len(self.lambdas) ** k
+        return len(self.points) if self.type == "list" else self.n_points
 
 
 def point_id(lambdas: Sequence[float]) -> str:

@@ -49,6 +49,21 @@ def _interval(row: Mapping) -> str:
     return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
+def context_lines(check: Mapping | None) -> list[str]:
+    """What the evaluation-prompts job's context check (its provenance record's ``context_check``) skipped."""
+    if not check:
+        return []
+    if check["positions"] is None:
+        return ["Prompt lengths were not checked: the policy's config.json names no context length.", ""]
+    budget = f"{check['positions']:,} positions, {check['max_new_tokens']:,} of them for the reply"
+    skipped = sum(check["too_long"].values())
+    if not skipped:
+        return [f"Every evaluation prompt fits the policy's context ({budget}).", ""]
+    origins = ", ".join(f"{origin} {n}" for origin, n in sorted(check["too_long"].items()))
+    return [f"**{skipped} evaluation prompt(s) were skipped** as longer than the policy's context allows ({budget}): "
+            f"{origins} (evaluation.on_long_prompt: drop; never truncated).", ""]
+
+
 def _unsound_note(values: Sequence[str], unsound: Mapping[str, str]) -> str:
     """The note for a claim on ``values`` ("" for all of them) when an evaluator it rests on is not evidence."""
     involved = sorted(unsound) if not any(values) else sorted(v for v in values if v in unsound)
@@ -268,8 +283,9 @@ def decorrelation_lines(decorrelation: Mapping[str, pd.DataFrame]) -> list[str]:
 
 
 def summary_markdown(run_name: str, tables, rm_accuracy: Sequence[Mapping], decorrelation: Mapping[str, pd.DataFrame],
-                     wall_seconds: float | None, target: str = "mva") -> str:
-    """The key numbers of a run as Markdown (results/<run>/summary.md); ``tables`` is an ``EvaluationTables``."""
+                     wall_seconds: float | None, target: str = "mva", context_check: Mapping | None = None) -> str:
+    """The key numbers of a run as Markdown (results/<run>/summary.md); ``tables`` is an ``EvaluationTables``,
+    ``context_check`` the evaluation prompts' record of prompts too long for the policy (``context_lines``)."""
     for table, contract in ((tables.comparisons, COMPARISONS), (tables.baseline_comparisons, COMPARISONS),
                             (tables.efficacy, EFFICACY), (tables.interference, INTERFERENCE)):
         if len(table):
@@ -278,6 +294,7 @@ def summary_markdown(run_name: str, tables, rm_accuracy: Sequence[Mapping], deco
     if wall_seconds is not None:
         lines += [f"Total job time (sum of Snakemake benchmark wall clocks): {wall_seconds / 60:.1f} min", ""]
     lines += design_lines(tables.design)
+    lines += context_lines(context_check)
     evaluators, unsound = evaluator_lines(rm_accuracy)
     lines += evaluators
     lines += primary_lines(tables, json.loads(tables.design.iloc[0].get("primary_rows", "[]")), unsound)

@@ -1,4 +1,9 @@
-"""Glue for the thin workflow scripts: a job's log file and its provenance record."""
+"""Glue for the thin workflow scripts: a job's log file, its provenance record, and the retry of a permanent failure.
+
+This module imports nothing heavy: a script imports ``logged_job`` first and its heavy libraries (torch,
+transformers, the modules that load them) inside the ``with logged_job(snakemake):`` block, so that a retry that
+``mva_core.job_failures`` refuses ends before they load.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -7,30 +12,38 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mva_core.artifacts import provenance_scope, verify_artifact
-from mva_core.provenance import snakemake_record
+from mva_core.job_failures import FailureRecord
 
 
 @contextlib.contextmanager
 def logged_job(job: Any) -> Iterator[logging.Logger]:
     """Run a workflow script's body for the ``snakemake`` object ``job``.
 
-    stdout, stderr and logging go to the job's log file (line-buffered), any exception is logged, every input is
-    verified (``verify_artifact``) before use, and the job's provenance record is attached to every artifact
-    written in the block.
+    A retry of a job whose earlier attempt failed permanently ends at once, its log quoting that error
+    (``mva_core.job_failures``). Otherwise stdout, stderr and logging go to the job's log file (line-buffered), any
+    exception is logged (and recorded when permanent), every input is verified (``verify_artifact``) before use, and
+    the job's provenance record is attached to every artifact written in the block.
     """
     log_path = job.log[0] if len(job.log) else None
-    with _logging_to(log_path) as logger:
+    failures = FailureRecord.of(job)
+    if failures is not None:
+        failures.refuse_retry(log_path)
+    from mva_core.artifacts import provenance_scope, verify_artifact
+    from mva_core.provenance import snakemake_record
+
+    with _logging_to(log_path, failures) as logger:
         for path in job.input:
             verify_artifact(path)
         record = snakemake_record(job)
         with provenance_scope(record):
             logger.info("compute: %(device)s, %(dtype)s (%(reason)s)", record["compute"])
             yield logger
+    if failures is not None:
+        failures.clear()
 
 
 @contextlib.contextmanager
-def _logging_to(log_path: str | None) -> Iterator[logging.Logger]:
+def _logging_to(log_path: str | None, failures: FailureRecord | None = None) -> Iterator[logging.Logger]:
     if not log_path:
         yield logging.getLogger("mva")
         return
@@ -41,6 +54,9 @@ def _logging_to(log_path: str | None) -> Iterator[logging.Logger]:
         with contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
             try:
                 yield logger
-            except Exception:
+            except Exception as error:
                 logger.exception("job failed")
+                if failures is not None and failures.record(error):
+                    logger.error("this error is permanent: a retry of this job (same settings and inputs) ends at "
+                                 "once, quoting it; see %s", failures.path)
                 raise

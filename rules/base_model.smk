@@ -12,6 +12,7 @@ rule base_model:
         benchmark_path("base_model")
     threads: 1
     resources:
+        attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=30,
     script:

@@ -10,7 +10,9 @@ from mva_core.data import DataError, resolve_source
 from mva_core.fetch import load_manifest, missing_files
 from mva_core.job_paths import job_path
 from mva_core.config import check_config_files, validate_config, value_dpo_settings
+from mva_core.kept_outputs import date_back_kept_outputs
 from mva_core.methods import MethodPlan, value_order
+from mva_core.workload import check_max_new_tokens, evaluation_workload, planned_policy_positions
 
 check_config_files(workflow.overwrite_configfiles or [Path(workflow.basedir) / "config.yaml"])
 config.update(validate_config(config))
@@ -28,6 +30,21 @@ CHAINS = PLAN.chains
 VECTOR_METHODS = PLAN.vector_methods
 VECTOR_SETS = PLAN.vector_sets  # one decorrelation table per vector set, shared by the methods evaluated with it
 WEIGHTINGS = config["evaluation"]["weightings"]
+# The evaluation's size, printed at every start (validate_config refused it above evaluation.max_generations_per_seed)
+WORKLOAD = evaluation_workload(config)
+print(WORKLOAD.summary(len(SEEDS), config["evaluation"]["max_generations_per_seed"]), file=sys.stderr)
+POLICY_POSITIONS = planned_policy_positions(config, f"{RUN}/models/base")  # None until the base model exists
+if POLICY_POSITIONS:
+    check_max_new_tokens(config["evaluation"]["generation"]["max_new_tokens"], *POLICY_POSITIONS)
+
+
+onerror:
+    # A job that failed for good keeps its update() outputs (the previous run's files); date them back so that the
+    # next run redoes the job instead of taking them as its results (mva_core.kept_outputs).
+    kept = date_back_kept_outputs(workflow)
+    if kept:
+        print(f"Kept the previous version of {len(kept)} output(s) of failed jobs, marked out of date so that the "
+              f"next run redoes them: {kept}", file=sys.stderr)
 
 
 wildcard_constraints:
@@ -57,6 +74,12 @@ def local_data_files(sources):
         if isinstance(resolved, Path):
             files.append(str(resolved))
     return files
+
+
+def job_attempt(wildcards, attempt):
+    """Resource ``attempt`` of every job: its attempt number, which Snakemake gives to resource functions but not to
+    scripts. mva_core.job_failures reads it to end the retry of a permanent failure at once."""
+    return attempt
 
 
 def heavy_threads(wildcards):

@@ -17,6 +17,7 @@ rule fetch_data:
         benchmark_path("fetch_data", "{path}")
     threads: 1
     resources:
+        attempt=job_attempt,
         mem_mb=1000,
         runtime=30,
     localrule: True
@@ -43,6 +44,7 @@ rule prepare_value_data:
         benchmark_path("prepare_value_data", "{value}")
     threads: 1
     resources:
+        attempt=job_attempt,
         mem_mb=4000,
         runtime=20,
     script:
@@ -61,6 +63,7 @@ rule data_summary:
         benchmark_path("data_summary")
     threads: 1
     resources:
+        attempt=job_attempt,
         mem_mb=2000,
         runtime=10,
     localrule: True

@@ -1,6 +1,7 @@
 # Evaluation: held-out prompts (eval splits and/or evaluation.prompt_sources) -> one generation job per method
 # (all grid points, one model load) -> one scoring job per method and value -> held-out selection, frontiers,
 # paired comparisons and win rates (tables/).
+# Their outputs are flagged update(): a failed rerun keeps the previous run's files (mva_core.kept_outputs).
 
 # Tables of the frontiers rule: field of mva_core.reporting.EvaluationTables -> tables/<file>.parquet
 TABLES = {"means": "mean_rewards", "frontiers": "frontiers", "selections": "selections", "win_rates": "win_rates",
@@ -15,8 +16,9 @@ rule evaluation_prompts:
     input:
         splits=expand(f"{RUN}/data/{{value}}/eval.parquet", value=VALUES) if config["evaluation"]["prompts_per_value"] else [],
         data=local_data_files(config["evaluation"]["prompt_sources"]),
+        model=f"{RUN}/models/base",  # the policy's tokenizer and context length (SFT keeps both)
     output:
-        f"{RUN}/evaluation/prompts.parquet",
+        update(f"{RUN}/evaluation/prompts.parquet"),
     params:
         values=VALUES,
         per_value=config["evaluation"]["prompts_per_value"],
@@ -25,12 +27,15 @@ rule evaluation_prompts:
         roots=config["data_roots"],
         on_bad_row=config["data"]["on_bad_row"],
         seed=config["seed"],
+        max_new_tokens=config["evaluation"]["generation"]["max_new_tokens"],
+        on_long_prompt=config["evaluation"]["on_long_prompt"],
     log:
         log_path("evaluation_prompts"),
     benchmark:
         benchmark_path("evaluation_prompts")
     threads: 1
     resources:
+        attempt=job_attempt,
         mem_mb=2000,
         runtime=10,
     localrule: True
@@ -53,6 +58,7 @@ rule grid_points:
         benchmark_path("grid_points", "{method}")
     threads: 1
     resources:
+        attempt=job_attempt,
         mem_mb=1000,
         runtime=10,
     localrule: True
@@ -67,7 +73,7 @@ rule generate:
         prompts=f"{RUN}/evaluation/prompts.parquet",
         points=f"{RUN}/evaluation/{{method}}/points.parquet",
     output:
-        f"{SEED_RUN}/evaluation/{{method}}/generations.parquet",
+        update(f"{SEED_RUN}/evaluation/{{method}}/generations.parquet"),
     params:
         adapters=lambda wc: list(method_adapters(wc)),
         method_type=lambda wc: PLAN[wc.method].type,
@@ -80,6 +86,7 @@ rule generate:
     benchmark:
         benchmark_path("generate", "seed{seed}", "{method}")
     resources:
+        attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=480,
         gpu=config["compute"]["gpus_per_job"],
@@ -93,7 +100,7 @@ rule score:
         generations=f"{SEED_RUN}/evaluation/{{method}}/generations.parquet",
         prompts=f"{RUN}/evaluation/prompts.parquet",
     output:
-        f"{SEED_RUN}/evaluation/{{method}}/scores_{{value}}.parquet",
+        update(f"{SEED_RUN}/evaluation/{{method}}/scores_{{value}}.parquet"),
     params:
         settings=lambda wc: config["values"][wc.value]["reward_model"],
         location=lambda wc: reward_model_location(wc.value),
@@ -104,6 +111,7 @@ rule score:
     benchmark:
         benchmark_path("score", "seed{seed}", "{method}", "{value}")
     resources:
+        attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=240,
         gpu=config["compute"]["gpus_per_job"],
@@ -119,8 +127,8 @@ rule frontiers:
         points=expand(f"{RUN}/evaluation/{{method}}/points.parquet", method=METHODS),
         prompts=f"{RUN}/evaluation/prompts.parquet",
     output:
-        **{name: f"{RUN}/tables/{stem}.parquet" for name, stem in TABLES.items()},
-        **{f"{name}_md": f"{RUN}/tables/{TABLES[name]}.md" for name in MARKDOWN_TABLES},
+        **{name: update(f"{RUN}/tables/{stem}.parquet") for name, stem in TABLES.items()},
+        **{f"{name}_md": update(f"{RUN}/tables/{TABLES[name]}.md") for name in MARKDOWN_TABLES},
     params:
         seeds=SEEDS,
         values=VALUES,
@@ -135,6 +143,7 @@ rule frontiers:
         benchmark_path("frontiers")
     threads: 1
     resources:
+        attempt=job_attempt,
         mem_mb=4000,
         runtime=60,
     localrule: True

@@ -52,6 +52,7 @@ rule figures:
         benchmark_path("figures")
     threads: 1
     resources:
+        attempt=job_attempt,
         mem_mb=4000,
         runtime=30,
     localrule: True

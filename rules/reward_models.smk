@@ -18,6 +18,7 @@ rule train_reward_model:
     benchmark:
         benchmark_path("train_reward_model", "{value}")
     resources:
+        attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=240,
         gpu=config["compute"]["gpus_per_job"],
@@ -40,6 +41,7 @@ rule reward_model_accuracy:
     benchmark:
         benchmark_path("reward_model_accuracy", "{value}")
     resources:
+        attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=60,
         gpu=config["compute"]["gpus_per_job"],

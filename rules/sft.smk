@@ -18,6 +18,7 @@ rule sft:
     benchmark:
         benchmark_path("sft")
     resources:
+        attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=240,
         gpu=config["compute"]["gpus_per_job"],

@@ -22,6 +22,7 @@ rule train_value_vector:
     benchmark:
         benchmark_path("train_value_vector", "seed{seed}", "{chain}", "{value}")
     resources:
+        attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=480,
         gpu=config["compute"]["gpus_per_job"],
@@ -43,6 +44,7 @@ rule decorrelation_table:
         benchmark_path("decorrelation_table", "seed{seed}", "{chain}")
     threads: 1
     resources:
+        attempt=job_attempt,
         mem_mb=4000,
         runtime=20,
     script:
@@ -69,6 +71,7 @@ rule train_modpo_vector:
     benchmark:
         benchmark_path("train_modpo_vector", "seed{seed}", "{method}", "w{index}")
     resources:
+        attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=480,
         gpu=config["compute"]["gpus_per_job"],

@@ -2,23 +2,24 @@
 import glob
 from pathlib import Path
 
-import pandas as pd
-
-from mva_core.artifacts import current_provenance, read_provenance, write_parquet, write_text
-from mva_core.contracts import POINTS, read_table
-from mva_core.provenance import provenance_markdown
-from mva_core.reporting import (
-    EvaluationTables,
-    read_accuracies,
-    read_decorrelation,
-    sensitivity_table,
-    total_wall_seconds,
-    write_figures,
-)
-from mva_core.summary import summary_markdown
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake) as log:
+    import pandas as pd
+
+    from mva_core.artifacts import current_provenance, read_provenance, write_parquet, write_text
+    from mva_core.contracts import POINTS, read_table
+    from mva_core.provenance import provenance_markdown
+    from mva_core.reporting import (
+        EvaluationTables,
+        read_accuracies,
+        read_decorrelation,
+        sensitivity_table,
+        total_wall_seconds,
+        write_figures,
+    )
+    from mva_core.summary import summary_markdown
+
     inp, params = snakemake.input, snakemake.params
     tables = EvaluationTables(**{name: pd.read_parquet(inp[name]) for name in snakemake.params.tables})
     points = pd.concat([read_table(p, POINTS) for p in inp.points], ignore_index=True)
@@ -32,6 +33,7 @@ with logged_job(snakemake) as log:
     log.info("wrote %s", [str(p) for p in written])
     benchmarks = glob.glob(f"{run_dir}/benchmarks/**/*.tsv", recursive=True)
     text = summary_markdown(params.run_name, tables, read_accuracies(inp.accuracy), decorrelation,
-                            total_wall_seconds(benchmarks) if benchmarks else None, params.target)
+                            total_wall_seconds(benchmarks) if benchmarks else None, params.target,
+                            (read_provenance(inp.prompts) or {}).get("context_check"))
     text += "\n" + provenance_markdown(current_provenance(), [read_provenance(p) for p in [*inp.data_summaries, inp.prompts]])
     write_text(text, snakemake.output.summary)

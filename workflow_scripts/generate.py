@@ -1,17 +1,18 @@
 """Snakemake entry point: one model load, all of a method's grid points, batched generation."""
 import shutil
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from mva_core.combine import ValueMixer
-from mva_core.contracts import EVALUATION_PROMPTS, GENERATIONS, POINTS, read_table, write_table
-from mva_core.generation import GenerationSettings, generate_grid
-from mva_core.methods import method_class
-from mva_core.precision import job_precision
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mva_core.combine import ValueMixer
+    from mva_core.contracts import EVALUATION_PROMPTS, GENERATIONS, POINTS, read_table, write_table
+    from mva_core.generation import GenerationSettings, generate_grid
+    from mva_core.methods import method_class
+    from mva_core.precision import job_precision
+
     torch.set_num_threads(snakemake.threads)
     precision = job_precision(snakemake.config)
     tokenizer = AutoTokenizer.from_pretrained(snakemake.input.policy)

@@ -6,9 +6,6 @@ from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake):
     params = snakemake.params
-    grid = dict(params.grid)
-    grid["lambdas"] = tuple(grid["lambdas"])
-    grid["points"] = tuple(tuple(p) for p in grid["points"])
     method = method_from_section(snakemake.wildcards.method, params.method, params.values, params.weightings)
-    points = method.points(GridSettings(**grid), seed=params.seed)
+    points = method.points(GridSettings.of(params.grid), seed=params.seed)
     write_table(points.assign(method=snakemake.wildcards.method), snakemake.output[0], POINTS)

@@ -1,11 +1,12 @@
 """Snakemake entry point: load, clean and split one value's preference data."""
-from mva_core.artifacts import current_provenance
-from mva_core.contracts import DATA_SUMMARY, PAIRS, write_table
-from mva_core.data import SourceSpec, prepare_value_data
-from mva_core.provenance import source_hashes
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake) as log:
+    from mva_core.artifacts import current_provenance
+    from mva_core.contracts import DATA_SUMMARY, PAIRS, write_table
+    from mva_core.data import SourceSpec, prepare_value_data
+    from mva_core.provenance import source_hashes
+
     value = snakemake.wildcards.value
     prepared = prepare_value_data(
         value,

@@ -1,14 +1,15 @@
 """Snakemake entry point: score one method's generations with one value's reward model (batched, cached)."""
 import shutil
 
-import torch
-
-from mva_core.contracts import EVALUATION_PROMPTS, GENERATIONS, SCORES, read_table, write_table
-from mva_core.precision import with_job_dtype
-from mva_core.reward_models import RewardModelSettings, RewardScorer, score_generations
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake):
+    import torch
+
+    from mva_core.contracts import EVALUATION_PROMPTS, GENERATIONS, SCORES, read_table, write_table
+    from mva_core.precision import with_job_dtype
+    from mva_core.reward_models import RewardModelSettings, RewardScorer, score_generations
+
     torch.set_num_threads(snakemake.threads)
     settings = RewardModelSettings(**with_job_dtype(snakemake.params.settings, snakemake.config))
     scorer = RewardScorer.load(snakemake.params.location, settings)

@@ -1,12 +1,13 @@
 """Snakemake entry point: SFT of the base model on the chosen replies of every value's DPO split."""
-import pandas as pd
-
-from mva_core.contracts import PAIRS, read_table
-from mva_core.precision import job_precision
-from mva_core.sft import SFTSettings, run_sft
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake):
+    import pandas as pd
+
+    from mva_core.contracts import PAIRS, read_table
+    from mva_core.precision import job_precision
+    from mva_core.sft import SFTSettings, run_sft
+
     settings = dict(snakemake.params.settings)
     settings["target_modules"] = tuple(settings["target_modules"])
     cap = snakemake.params.max_pairs

@@ -1,11 +1,12 @@
 """Snakemake entry point: train one value vector (DPO LoRA + decorrelation penalty against earlier vectors)."""
-from mva_core.contracts import PAIRS, read_table
-from mva_core.penalties import PenaltySettings
-from mva_core.precision import job_precision
-from mva_core.value_training import DPOSettings, LoraSettings, derive_seed, train_value_vector
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake):
+    from mva_core.contracts import PAIRS, read_table
+    from mva_core.penalties import PenaltySettings
+    from mva_core.precision import job_precision
+    from mva_core.value_training import DPOSettings, LoraSettings, derive_seed, train_value_vector
+
     lora = dict(snakemake.params.lora)
     lora["target_modules"] = tuple(lora["target_modules"])
     dpo = DPOSettings(**snakemake.params.dpo)

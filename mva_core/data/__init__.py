@@ -12,7 +12,9 @@ from mva_core.data.keys import conversation_key, prompt_id, prompt_text
 from mva_core.data.pairs import DROP_REASONS, load_pairs
 from mva_core.data.preparation import PreparedValueData, prepare_value_data
 from mva_core.data.prompts import (
+    ON_LONG_PROMPT,
     PROMPT_DROP_REASONS,
+    ContextBudget,
     PromptSet,
     evaluation_prompts,
     load_prompt_set,
@@ -25,7 +27,8 @@ from mva_core.data.sources import SourceSpec, resolve_source
 from mva_core.data.splits import split_by_prompt
 
 __all__ = [
-    "DROP_REASONS", "FORMATS", "ON_BAD_ROW", "PKU_VIEWS", "PROMPT_DROP_REASONS", "DataError", "PreparedValueData",
+    "DROP_REASONS", "FORMATS", "ON_BAD_ROW", "ON_LONG_PROMPT", "PKU_VIEWS", "PROMPT_DROP_REASONS", "ContextBudget",
+    "DataError", "PreparedValueData",
     "PromptSet", "SourceSpec", "conversation_key", "derive_shorter_preference", "evaluation_prompts", "load_pairs",
     "load_prompt_set", "load_prompts", "prepare_value_data", "prompt_id", "prompt_text", "prompt_words",
     "resolve_source", "sample_prompts", "split_by_prompt",

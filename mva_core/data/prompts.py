@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mva_core.contracts import EVALUATION_PROMPTS
-from mva_core.data.errors import RowDropped, RowError
+from mva_core.data.errors import DataError, RowDropped, RowError
 from mva_core.data.formats import parse_messages
 from mva_core.data.keys import Messages, prompt_id, prompt_text
 from mva_core.data.records import collect_rows
@@ -19,6 +19,45 @@ from mva_core.data.sources import SourceSpec, as_spec
 
 PROMPT_DROP_REASONS = ("malformed", "empty", "duplicate")
 PROMPT_COLUMNS = ["prompt_id", "prompt", "category", "source"]
+ON_LONG_PROMPT = ("drop", "fail")
+
+
+@dataclass(frozen=True)
+class ContextBudget:
+    """The policy's context: a prompt of ``tokens(messages)`` tokens (rendered as generation renders it) fits if it
+    leaves ``max_new_tokens`` of the ``positions`` for the reply. A prompt that does not fit is skipped
+    (``on_long_prompt="drop"``) or stops the run naming it and its length (``"fail"``); it is never truncated."""
+
+    positions: int
+    max_new_tokens: int
+    tokens: Callable[[Messages], int]
+    on_long_prompt: str = "drop"
+
+    def __post_init__(self) -> None:
+        if self.on_long_prompt not in ON_LONG_PROMPT:
+            raise ValueError(f"on_long_prompt {self.on_long_prompt!r}: expected one of {ON_LONG_PROMPT}")
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The most tokens a prompt may have."""
+        return self.positions - self.max_new_tokens
+
+    def fits(self, messages: Messages, origin: str) -> bool:
+        """Whether the prompt fits; raises DataError for one that does not with ``on_long_prompt="fail"``."""
+        n = self.tokens(messages)
+        if n <= self.prompt_tokens:
+            return True
+        if self.on_long_prompt == "fail":
+            raise DataError(f"evaluation prompt {prompt_id(messages)} (origin {origin!r}) has {n:,} tokens: with "
+                            f"evaluation.generation.max_new_tokens {self.max_new_tokens:,} it needs "
+                            f"{n + self.max_new_tokens:,} positions, but the policy has {self.positions:,}. Set "
+                            "evaluation.on_long_prompt: drop to skip such prompts, skip long ones with "
+                            "evaluation.max_prompt_words, or lower max_new_tokens")
+        return False
+
+    def describe(self) -> str:
+        return (f"the policy's {self.positions:,} positions minus evaluation.generation.max_new_tokens "
+                f"{self.max_new_tokens:,}")
 
 
 def _prompt_row_parser(prompt_field: str, category_field: str | None
@@ -114,16 +153,26 @@ def prompt_words(messages: Sequence[Mapping[str, str]]) -> int:
 
 def evaluation_prompts(eval_splits: Mapping[str, pd.DataFrame], per_value: int,
                        prompt_sets: Sequence[PromptSet] = (), seed: int = 0,
-                       max_words: int | None = None) -> pd.DataFrame:
+                       max_words: int | None = None, budget: ContextBudget | None = None) -> pd.DataFrame:
     """The prompts every model answers and every reward model scores: the columns of ``contracts.EVALUATION_PROMPTS``.
 
     First the first ``per_value`` distinct prompts of each value's eval split (its order is a seeded shuffle;
     none when ``per_value`` is 0), ``origin`` = the value, no ``category``; then, per prompt set, ``n`` prompts
     not taken yet, drawn by ``sample_prompts`` with ``seed`` (stratified over ``category``), ``origin`` = the
     set's name. ``prompt`` holds chat messages. With ``max_words``, prompts of more words (``prompt_words``) are
-    skipped everywhere (long multi-turn transcripts dominate generation time on a CPU).
+    skipped everywhere (long multi-turn transcripts dominate generation time on a CPU). With ``budget``, a prompt
+    that does not fit the policy's context is skipped (or, with ``on_long_prompt="fail"``, stops the run), never
+    truncated; ``attrs["too_long"]`` counts the skipped ones per origin. A shortfall raises DataError.
     """
     short_enough = (lambda m: True) if max_words is None else (lambda m: prompt_words(m) <= max_words)
+    too_long: dict[str, int] = {}
+
+    def fits(messages: Messages, origin: str) -> bool:
+        if budget is None or budget.fits(messages, origin):
+            return True
+        too_long[origin] = too_long.get(origin, 0) + 1
+        return False
+
     rows, seen = [], set()
     for value, split in (eval_splits.items() if per_value else ()):
         taken = 0
@@ -131,33 +180,44 @@ def evaluation_prompts(eval_splits: Mapping[str, pd.DataFrame], per_value: int,
             if taken == per_value:
                 break
             pid = prompt_id(messages)
-            if pid in seen or not short_enough(messages):
+            if pid in seen or not short_enough(messages) or not fits(messages, value):
                 continue
             seen.add(pid)
             rows.append({"prompt_id": pid, "prompt": list(messages), "origin": value, "category": None})
             taken += 1
         if taken < per_value:
-            raise ValueError(
+            raise DataError(
                 f"value {value!r}: its eval split has only {taken} distinct prompts"
                 + (f" of at most {max_words} words" if max_words is not None else "")
+                + (f" that fit {budget.describe()} ({too_long[value]} longer ones skipped)" if too_long.get(value)
+                   else "")
                 + f" but evaluation.prompts_per_value is {per_value}; lower it or raise data.max_pairs.eval / "
                 "data.split.eval" + (" / evaluation.max_prompt_words" if max_words is not None else "")
+                + (" / lower evaluation.generation.max_new_tokens" if too_long.get(value) else "")
             )
     for prompt_set in prompt_sets:
-        fresh = prompt_set.prompts[~prompt_set.prompts["prompt_id"].isin(seen)
-                                   & prompt_set.prompts["prompt"].map(short_enough)]
+        prompts = prompt_set.prompts
+        fresh = prompts[~prompts["prompt_id"].isin(seen) & prompts["prompt"].map(short_enough)]
+        if budget is not None and budget.on_long_prompt == "drop":
+            fresh = fresh[fresh["prompt"].map(lambda messages: fits(messages, prompt_set.name)).astype(bool)]
         if prompt_set.n is not None and prompt_set.n > len(fresh):
-            overlap = len(prompt_set.prompts) - len(fresh)
-            raise ValueError(
+            overlap = len(prompts) - len(fresh) - too_long.get(prompt_set.name, 0)
+            raise DataError(
                 f"evaluation.prompt_sources {prompt_set.name!r}: n is {prompt_set.n} but it has only {len(fresh)} "
                 f"distinct prompts" + (f" ({overlap} more are already taken from the eval splits or an earlier source)"
-                                        if overlap else "") + "; lower n or set it to null (all prompts)"
+                                        if overlap else "")
+                + (f" ({too_long[prompt_set.name]} more do not fit {budget.describe()})"
+                   if too_long.get(prompt_set.name) else "") + "; lower n or set it to null (all prompts)"
             )
         sample = sample_prompts(fresh, prompt_set.n, seed)
         for pid, messages, category in zip(sample["prompt_id"], sample["prompt"], sample["category"]):
+            if budget is not None and budget.on_long_prompt == "fail":
+                budget.fits(messages, prompt_set.name)
             seen.add(pid)
             rows.append({"prompt_id": pid, "prompt": list(messages), "origin": prompt_set.name, "category": category})
     if not rows:
-        raise ValueError("no evaluation prompts: evaluation.prompts_per_value is 0 and no evaluation.prompt_sources "
-                         "are given")
-    return pd.DataFrame(rows, columns=EVALUATION_PROMPTS.column_names)
+        raise DataError("no evaluation prompts: evaluation.prompts_per_value is 0 and no evaluation.prompt_sources "
+                        "are given" if not too_long else f"no evaluation prompt fits {budget.describe()}")
+    table = pd.DataFrame(rows, columns=EVALUATION_PROMPTS.column_names)
+    table.attrs["too_long"] = too_long
+    return table
