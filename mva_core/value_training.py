@@ -31,6 +31,7 @@ from mva_core.dpo_trainer import (
     total_norm,
 )
 from mva_core.lora import LoraSettings
+from mva_core.model_origin import adapter_base
 from mva_core.modpo import MODPOTrainer
 from mva_core.penalties import PenaltySettings
 from mva_core.precision import Precision
@@ -96,7 +97,9 @@ def train_value_vector(
     while ``dpo.seed`` alone seeds the data order. ``precision`` (default fp32): the frozen base weights are
     loaded in its dtype and the forward runs under its autocast; LoRA weights, optimizer, losses and the penalty stay
     fp32. Output: ``adapter_model.safetensors`` + ``adapter_config.json`` (adapter ``default``
-    only), ``training_log.parquet`` and ``metadata.json`` (``mva_core.training.records``).
+    only; its base is the hub id where ``sft_model_dir`` is a base loaded from the hub, else the absolute path:
+    ``mva_core.model_origin.adapter_base``), ``training_log.parquet`` and ``metadata.json``
+    (``mva_core.training.records``; ``start_model_path``: the absolute path of ``sft_model_dir``).
     """
     dataset = preference_dataset(pairs)
     _check_frozen_vectors(frozen_vectors)
@@ -152,16 +155,21 @@ def train_value_vector(
             **objective,
         )
         job.train(trainer)
-        # An absolute base path: the adapter then loads with AutoPeftModelForCausalLM from any working directory
-        # (after moving results/, pass the base model explicitly, or use mva-export).
-        model.peft_config[TRAINED_ADAPTER].base_model_name_or_path = str(Path(sft_model_dir).resolve())
+        # The hub id of a base loaded from the hub, else the absolute local path: the adapter then loads with
+        # AutoPeftModelForCausalLM anywhere (a local path: after moving results/, pass the base model explicitly).
+        base = adapter_base(sft_model_dir)
+        model.peft_config[TRAINED_ADAPTER].base_model_name_or_path = base.name_or_path
+        model.peft_config[TRAINED_ADAPTER].revision = base.revision
         norms = delta_w_norms(model)
         return job.save(
             output_dir,
-            lambda folder: model.save_pretrained(str(folder), selected_adapters=[TRAINED_ADAPTER]),
+            # no embedding layers: none is trained and the vocabulary is the base's (PEFT's "auto" would ask the hub)
+            lambda folder: model.save_pretrained(str(folder), selected_adapters=[TRAINED_ADAPTER],
+                                                 save_embedding_layers=False),
             log_metrics=LOG_METRICS,
             trl_disable_dropout=args.disable_dropout,
             delta_w_norms={**norms, "total": total_norm(norms)},
+            start_model_path=base.local_path,
         )
 
 
