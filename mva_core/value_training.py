@@ -86,6 +86,10 @@ def train_value_vector(
 ) -> Path:
     """DPO-train a LoRA value vector on ``pairs`` and write it to ``output_dir`` (atomically).
 
+    The adapter's ``base_model_name_or_path`` is the hub id (with the commit as ``revision``) where ``sft_model_dir``
+    is a base loaded from the hub, else its absolute path (``mva_core.model_origin.adapter_base``); metadata.json's
+    ``start_model_path`` is the absolute path of ``sft_model_dir`` either way.
+
     With ``margin_weights`` (value → w_j, each value also in ``frozen_vectors``) the objective is MODPO for the
     weighting whose weight on this value is ``target_weight`` (see ``mva_core.modpo``).
 
@@ -97,9 +101,7 @@ def train_value_vector(
     while ``dpo.seed`` alone seeds the data order. ``precision`` (default fp32): the frozen base weights are
     loaded in its dtype and the forward runs under its autocast; LoRA weights, optimizer, losses and the penalty stay
     fp32. Output: ``adapter_model.safetensors`` + ``adapter_config.json`` (adapter ``default``
-    only; its base is the hub id where ``sft_model_dir`` is a base loaded from the hub, else the absolute path:
-    ``mva_core.model_origin.adapter_base``), ``training_log.parquet`` and ``metadata.json``
-    (``mva_core.training.records``; ``start_model_path``: the absolute path of ``sft_model_dir``).
+    only), ``training_log.parquet`` and ``metadata.json`` (``mva_core.training.records``).
     """
     dataset = preference_dataset(pairs)
     _check_frozen_vectors(frozen_vectors)
