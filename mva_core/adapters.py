@@ -1,4 +1,4 @@
-"""Reading saved PEFT LoRA adapters (value vectors) from disk: ``{module: (A, B, scaling)}``.
+"""Reading saved PEFT LoRA adapters (value vectors) from disk: ``{module: (A, B, scaling)}``, and writing one.
 
 One reader serves every consumer (``combine`` for generation and export, ``decorrelation`` for the diagnostics), so
 all of them see the same modules, factors and scaling (alpha/r, or alpha/sqrt(r) with rsLoRA) and refuse the same
@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from mva_core.artifacts import verify_artifact
@@ -79,3 +79,24 @@ def _with_scaling(parts: dict[str, Tensor], config: dict, folder: Path, module: 
     alpha = config["lora_alpha"]
     scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
     return a, b, float(scaling)
+
+
+def save_lora_adapter(folder: str | os.PathLike, factors: dict[str, tuple[Tensor, Tensor]], base_model_name_or_path: str,
+                      revision: str | None = None) -> None:
+    """Write ``{module path: (A, B)}`` (one rank for all) as a PEFT LoRA adapter with scaling 1 (``lora_alpha`` =
+    rank, no rsLoRA) on exactly those modules: ``PeftModel.from_pretrained(base, folder)`` adds B·A to each."""
+    from peft import LoraConfig
+
+    ranks = {a.shape[0] for a, _ in factors.values()}
+    if len(ranks) != 1:
+        raise ValueError(f"a LoRA adapter needs one rank for every module; got ranks {sorted(ranks)}")
+    rank = ranks.pop()
+    config = LoraConfig(r=rank, lora_alpha=rank, use_rslora=False, lora_dropout=0.0, bias="none",
+                        target_modules=list(factors), task_type="CAUSAL_LM",
+                        base_model_name_or_path=base_model_name_or_path, revision=revision)
+    config.save_pretrained(str(folder))
+    tensors = {}
+    for module, (a, b) in factors.items():
+        tensors[f"{_PREFIX}{module}.lora_A.weight"] = a.contiguous()
+        tensors[f"{_PREFIX}{module}.lora_B.weight"] = b.contiguous()
+    save_file(tensors, Path(folder) / ADAPTER_WEIGHTS)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mva_core.artifacts import atomic_directory
+from mva_core.model_origin import ModelOrigin, gguf_license, source_origin
 from mva_core.training.records import TrainingMetadata
 
 if TYPE_CHECKING:
@@ -138,17 +139,28 @@ def ensure_chat_ready(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
+def model_origin(settings: BaseModelSettings) -> ModelOrigin:
+    """Where the source came from (``mva_core.model_origin``): a hub id and commit, the licence if known."""
+    if settings.source == "smollm2_gguf":
+        return ModelOrigin(license=gguf_license(Path(*_gguf_location())))
+    if settings.source == "tiny_random":
+        return ModelOrigin()
+    return source_origin(settings.source, settings.revision)
+
+
 def prepare_base_model(settings: BaseModelSettings, output_dir: str | Path) -> Path:
-    """Write the base model + tokenizer to ``output_dir`` as safetensors (atomically)."""
+    """Write the base model + tokenizer to ``output_dir`` as safetensors (atomically); its metadata.json records
+    the source's ``origin`` (hub id, commit, licence)."""
     import torch
 
     model, tokenizer = load_source_model(settings)
     ensure_chat_ready(model, tokenizer, settings)
     model = model.to(getattr(torch, settings.dtype))
+    origin = model_origin(settings)
     with atomic_directory(output_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         TrainingMetadata(stage="base_model", start_model_dir=settings.source, seed=settings.seed,
                          settings={"base_model": dataclasses.asdict(settings)},
-                         details={"parameters": model.num_parameters()}).write(tmp)
+                         details={"parameters": model.num_parameters(), "origin": dataclasses.asdict(origin)}).write(tmp)
     return Path(output_dir)

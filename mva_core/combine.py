@@ -1,9 +1,11 @@
 """Exact combination of value vectors: SFT + Σ_v λ_v·s_v·B_v·A_v for any real λ (negative and > 1 included).
 
 ``ValueMixer`` keeps the value adapters separate (no re-merge per grid point) and lets every row of a batch carry
-its own λ, so rows of different grid points share one ``model.generate`` call. ``merge_explicit`` writes the same
-sum into the weights and is the reference for tests and benchmarks. PEFT's ``add_weighted_adapter(..., "linear")``
-is avoided on purpose: it combines A's and B's separately and creates cross terms B_i·A_j.
+its own λ, so rows of different grid points share one ``model.generate`` call. ``merge_in_place`` writes the same
+sum into the weights (``mva-export``; ``merge_explicit`` into a copy, the reference for tests and benchmarks), and
+``stacked_lora`` states it as one LoRA of rank Σ_v r_v (``mva-export --as-lora``). PEFT's
+``add_weighted_adapter(..., "linear")`` is avoided on purpose: it combines A's and B's separately and creates cross
+terms B_i·A_j.
 """
 from __future__ import annotations
 
@@ -167,18 +169,56 @@ def _replace(model: nn.Module, module: str, new: nn.Module) -> None:
 
 
 def merge_explicit(model: nn.Module, adapters: Mapping[str, str | Path], lambdas: Mapping[str, float]) -> nn.Module:
-    """A deep copy of ``model`` with W + Σ_v λ_v·s_v·B_v·A_v written into the targeted weights (summed in fp32)."""
+    """A deep copy of ``model`` with W + Σ_v λ_v·s_v·B_v·A_v written into the targeted weights (``merge_in_place``)."""
+    return merge_in_place(copy.deepcopy(model), adapters, lambdas)
+
+
+def merge_in_place(model: nn.Module, adapters: Mapping[str, str | Path], lambdas: Mapping[str, float]) -> nn.Module:
+    """Add Σ_v λ_v·s_v·B_v·A_v to the targeted weights of ``model`` itself and return it: one module at a time, the
+    sum in fp32 and then cast to the weight's dtype, so the only extra memory is one fp32 weight matrix."""
     if set(lambdas) != set(adapters):
         raise ValueError(f"λ keys {sorted(lambdas)} do not match value vectors {sorted(adapters)}")
-    merged = copy.deepcopy(model)
-    deltas: dict[str, Tensor] = {}
+    by_module: dict[str, list[tuple[float, LoraFactors]]] = {}
     for value, factors in load_value_vectors(adapters).items():
         for module, (a, b, scaling) in factors.items():
-            _check_target(merged, module, a, b, adapters[value])
-            delta = lambdas[value] * scaling * (b.float() @ a.float())
-            deltas[module] = deltas[module] + delta if module in deltas else delta
+            _check_target(model, module, a, b, adapters[value])
+            by_module.setdefault(module, []).append((lambdas[value], (a, b, scaling)))
     with torch.no_grad():
-        for module, delta in deltas.items():
-            weight = merged.get_submodule(module).weight
-            weight.copy_((weight.float() + delta.to(weight.device)).to(weight.dtype))
-    return merged
+        for module, terms in by_module.items():
+            weight = model.get_submodule(module).weight
+            total = weight.float()
+            for lam, (a, b, scaling) in terms:
+                total = total.addmm(b.float().to(weight.device), a.float().to(weight.device), alpha=lam * scaling)
+            weight.copy_(total)
+    return model
+
+
+def stacked_lora(adapters: Mapping[str, str | Path], lambdas: Mapping[str, float]) -> dict[str, tuple[Tensor, Tensor]]:
+    """One LoRA equal to Σ_v λ_v·s_v·B_v·A_v on every module any value targets, as ``{module: (A, B)}`` (fp32) with
+    scaling 1: A = [A_1; …; A_k] stacked, B = [λ_1 s_1 B_1, …, λ_k s_k B_k] side by side, so B·A is the sum exactly.
+    Value v takes the same r_v columns in every module (its largest rank); a module it lacks, or targets with a
+    smaller rank, gets zero blocks there, so every module has rank Σ_v r_v."""
+    if set(lambdas) != set(adapters):
+        raise ValueError(f"λ keys {sorted(lambdas)} do not match value vectors {sorted(adapters)}")
+    vectors = load_value_vectors(adapters)
+    width = {value: max(a.shape[0] for a, _, _ in factors.values()) for value, factors in vectors.items()}
+    shapes: dict[str, tuple[int, int]] = {}
+    for value, factors in vectors.items():
+        for module, (a, b, _) in factors.items():
+            shape = shapes.setdefault(module, (b.shape[0], a.shape[1]))
+            if shape != (b.shape[0], a.shape[1]):
+                raise ValueError(f"value vector {adapters[value]}: module {module} is {b.shape[0]}×{a.shape[1]}, "
+                                 f"another value's is {shape[0]}×{shape[1]}")
+    stacked = {}
+    for module, (d_out, d_in) in shapes.items():
+        a_blocks, b_blocks = [], []
+        for value, factors in vectors.items():
+            a_block, b_block = torch.zeros(width[value], d_in), torch.zeros(d_out, width[value])
+            if module in factors:
+                a, b, scaling = factors[module]
+                a_block[: a.shape[0]] = a.float()
+                b_block[:, : a.shape[0]] = lambdas[value] * scaling * b.float()
+            a_blocks.append(a_block)
+            b_blocks.append(b_block)
+        stacked[module] = (torch.cat(a_blocks), torch.cat(b_blocks, dim=1))
+    return stacked

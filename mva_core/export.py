@@ -1,11 +1,14 @@
-"""``mva-export``: the model for one λ of a finished run, as a plain transformers model directory.
+"""``mva-export``: the model for one λ of a finished run, as a plain transformers model directory or one LoRA adapter.
 
     mva-export results/default --method mva --seed 42 --lambda concise=0.7 --lambda positive=1.2 --out my_model
 
-The weights are W + Σ_v λ_v·s_v·B_v·A_v (``combine.merge_explicit``, the same sum the pipeline's mixer computes)
+The weights are W + Σ_v λ_v·s_v·B_v·A_v (``combine.merge_in_place``, the same sum the pipeline's mixer computes)
 on the model the value vectors were trained on (read from their metadata), so the directory loads with
-``AutoModelForCausalLM.from_pretrained`` from anywhere, without PEFT. A model card (README.md) states the base
-model, the value vectors with their sha256, λ, and the run's provenance.
+``AutoModelForCausalLM.from_pretrained`` from anywhere, without PEFT. The model is loaded once, in ``--dtype``
+(default: the dtype it was saved in), and each targeted weight gets its sum in fp32, then cast: no second copy.
+``--as-lora`` writes the same model as one PEFT adapter of rank Σ_v r_v (``combine.stacked_lora``) on that base
+(its hub id where the vectors were trained directly on a hub model). A model card (README.md with YAML metadata)
+states the base model, its licence where known, the value vectors with their sha256, λ, and the run's provenance.
 
 The method's vectors are the ones its generation jobs mix: the method registry answers for the run's config (the
 one the run recorded, ``mva_core.run_config``). Everything is checked before any file is touched, each failure one
@@ -23,15 +26,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mva_core.adapters import ADAPTER_WEIGHTS
+from mva_core.adapters import ADAPTER_WEIGHTS, save_lora_adapter
 from mva_core.artifacts import atomic_directory, file_sha256, read_provenance, write_json
 from mva_core.config_errors import ConfigError
 from mva_core.methods import MethodPlan
+from mva_core.model_card import model_card
+from mva_core.model_origin import ModelOrigin, adapter_base, lineage_origin
 from mva_core.run_config import RUN_CONFIG, RunConfig, read_run_config
 from mva_core.training.records import read_metadata
 
 EXPORT_RECORD = "mva_export.json"
 """The record every export holds; ``--force`` replaces only a folder that has one."""
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ExportError(ValueError):
@@ -49,11 +55,17 @@ class Export:
     adapters: dict[str, Path]
     policy: Path
     out: Path
+    dtype: str | None = None
+    """Weights' dtype; None: the policy's own (merged), float32 (``as_lora``)."""
+    as_lora: bool = False
 
 
 def plan_export(run_dir: str | Path, method: str, seed: int, lambdas: Mapping[str, float], out: str | Path,
-                policy: str | Path | None = None, force: bool = False, configfiles: Sequence[str | Path] = ()) -> Export:
+                policy: str | Path | None = None, force: bool = False, configfiles: Sequence[str | Path] = (),
+                dtype: str | None = None, as_lora: bool = False) -> Export:
     """Check every argument (ExportError naming the culprit) without writing anything."""
+    if dtype is not None and dtype not in DTYPES:
+        raise ExportError(f"--dtype {dtype!r} is not a dtype an export writes; choose one of {list(DTYPES)}")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ExportError(f"run directory {run_dir} {'is not a directory' if run_dir.exists() else 'does not exist'} "
@@ -76,7 +88,8 @@ def plan_export(run_dir: str | Path, method: str, seed: int, lambdas: Mapping[st
     policy_dir = _policy_dir(run_dir, adapters, policy)
     out_dir = _checked_out(out, force, {"run directory": run_dir, "policy model": policy_dir,
                                         **{f"value vector {v}": p for v, p in adapters.items()}})
-    return Export(run_dir, method, seed, {v: float(lambdas[v]) for v in plan.values}, adapters, policy_dir, out_dir)
+    return Export(run_dir, method, seed, {v: float(lambdas[v]) for v in plan.values}, adapters, policy_dir, out_dir,
+                  dtype, as_lora)
 
 
 def _check_method(plan: MethodPlan, method: str) -> None:
@@ -183,44 +196,69 @@ def _is_run_directory(folder: Path) -> bool:
 
 
 def write_export(export: Export) -> Path:
-    """Merge the value vectors into the policy at λ and write the model directory (atomically)."""
+    """Write the model for ``export.lambdas`` (merged weights, or with ``as_lora`` one adapter) to ``export.out``,
+    atomically, with the policy's tokenizer, the record and the model card."""
+    from transformers import AutoTokenizer
+
+    origin = lineage_origin(export.policy, export.run_dir.parent.parent)
+    with atomic_directory(export.out) as folder:
+        # the model is gone when its writer returns: the tokenizer is loaded after it, never beside it
+        weights = (_write_lora if export.as_lora else _write_merged)(export, origin, folder)
+        AutoTokenizer.from_pretrained(export.policy).save_pretrained(folder)
+        record = _record(export, origin.license, **weights)
+        write_json(record, folder / EXPORT_RECORD)
+        (folder / "README.md").write_text(model_card(record, EXPORT_RECORD))
+    return export.out
+
+
+def _write_merged(export: Export, origin: ModelOrigin, folder: Path) -> dict:
+    """Load the policy once (in ``export.dtype``, else the dtype it was saved in), add Σ λ ΔW to its weights in
+    place, save it; the record's fields about the weights."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from mva_core.combine import merge_explicit
+    from mva_core import combine
 
-    model = AutoModelForCausalLM.from_pretrained(export.policy, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(export.policy)
-    merged = merge_explicit(model, export.adapters, export.lambdas)
-    card = {"base_model": str(export.policy.resolve()), "base_provenance": read_provenance(export.policy),
-            "method": export.method, "seed": export.seed, "lambdas": export.lambdas,
+    dtype = getattr(torch, export.dtype) if export.dtype else "auto"
+    model = AutoModelForCausalLM.from_pretrained(export.policy, dtype=dtype)
+    combine.merge_in_place(model, export.adapters, export.lambdas)
+    model.save_pretrained(folder, safe_serialization=True)
+    return {"form": "merged", "dtype": str(model.dtype).removeprefix("torch."), "hub_base_model": origin.hub_id,
+            "hub_revision": origin.revision}
+
+
+def _write_lora(export: Export, origin: ModelOrigin, folder: Path) -> dict:
+    """Write Σ λ ΔW as one LoRA adapter of rank Σ r on the policy (``combine.stacked_lora``), in ``export.dtype``
+    (default float32); the record's fields about the weights."""
+    import torch
+
+    from mva_core import combine
+
+    dtype = export.dtype or "float32"
+    factors = {module: (a.to(getattr(torch, dtype)), b.to(getattr(torch, dtype)))
+               for module, (a, b) in combine.stacked_lora(export.adapters, export.lambdas).items()}
+    base = adapter_base(export.policy)
+    save_lora_adapter(folder, factors, base.name_or_path, base.revision)
+    return {"form": "lora", "dtype": dtype, "hub_base_model": base.hub_id, "hub_revision": base.revision,
+            "rank": next(iter(factors.values()))[0].shape[0]}
+
+
+def _record(export: Export, licence: str | None, **weights: object) -> dict:
+    """``mva_export.json``: the weights' form and dtype, the base (local path, hub id, licence), what was combined."""
+    return {**weights, "base_model": str(export.policy.resolve()), "license": licence,
+            "base_provenance": read_provenance(export.policy), "method": export.method, "seed": export.seed,
+            "lambdas": export.lambdas,
             "value_vectors": {v: {"path": str(p.resolve()), "sha256": file_sha256(p / ADAPTER_WEIGHTS)}
                               for v, p in export.adapters.items()}}
-    with atomic_directory(export.out) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        write_json(card, tmp / EXPORT_RECORD)
-        (tmp / "README.md").write_text(_model_card(card))
-    return export.out
 
 
 def export_model(run_dir: str | Path, method: str, seed: int, lambdas: Mapping[str, float], out_dir: str | Path,
                  policy_dir: str | Path | None = None, force: bool = False,
-                 configfiles: Sequence[str | Path] = ()) -> Path:
-    """Write the merged model for ``lambdas`` (one per value of the run) to ``out_dir``; ExportError first if any
+                 configfiles: Sequence[str | Path] = (), dtype: str | None = None, as_lora: bool = False) -> Path:
+    """Write the model for ``lambdas`` (one per value of the run) to ``out_dir``; ExportError first if any
     argument is wrong."""
-    return write_export(plan_export(run_dir, method, seed, lambdas, out_dir, policy_dir, force, configfiles))
-
-
-def _model_card(card: Mapping) -> str:
-    lam = ", ".join(f"λ_{v} = {x:g}" for v, x in card["lambdas"].items())
-    lines = [f"# MVA model: {card['method']}, seed {card['seed']}, {lam}", "",
-             "W = W_base + Σ_v λ_v·ΔW_v, written into the weights (loads with `AutoModelForCausalLM.from_pretrained`).",
-             "", f"- base model: `{card['base_model']}`"]
-    lines += [f"- value vector `{v}`: `{info['path']}` (adapter sha256 `{info['sha256']}`)"
-              for v, info in card["value_vectors"].items()]
-    lines += ["", f"Full record (base model provenance included): `{EXPORT_RECORD}`.", ""]
-    return "\n".join(lines)
+    return write_export(plan_export(run_dir, method, seed, lambdas, out_dir, policy_dir, force, configfiles, dtype,
+                                    as_lora))
 
 
 def parse_lambdas(items: Sequence[str]) -> dict[str, float]:
@@ -250,12 +288,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output model directory: new or empty")
     parser.add_argument("--force", action="store_true", help="replace --out if it holds an earlier export")
     parser.add_argument("--policy", default=None, help="model the vectors were trained on (default: from metadata)")
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
+                        help="dtype of the written weights (default: the policy's own; float32 with --as-lora)")
+    parser.add_argument("--as-lora", action="store_true",
+                        help="write one PEFT LoRA adapter (rank Σ r) on the policy instead of merged weights")
     parser.add_argument("--configfile", nargs="+", default=[], metavar="FILE",
                         help=f"config files the run was made with (default: the run's own {RUN_CONFIG})")
     args = parser.parse_args(argv)
     try:
         export = plan_export(args.run_dir, args.method, args.seed, parse_lambdas(args.lambdas), args.out,
-                             args.policy, args.force, args.configfile)
+                             args.policy, args.force, args.configfile, args.dtype, args.as_lora)
     except ExportError as exc:
         print(f"mva-export: {exc}", file=sys.stderr)
         return 2

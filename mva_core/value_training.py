@@ -31,6 +31,7 @@ from mva_core.dpo_trainer import (
     total_norm,
 )
 from mva_core.lora import LoraSettings
+from mva_core.model_origin import adapter_base
 from mva_core.modpo import MODPOTrainer
 from mva_core.penalties import PenaltySettings
 from mva_core.precision import Precision
@@ -85,6 +86,10 @@ def train_value_vector(
     tracking_dir: str | os.PathLike | None = None,
 ) -> Path:
     """DPO-train a LoRA value vector on ``pairs`` and write it to ``output_dir`` (atomically).
+
+    The adapter's ``base_model_name_or_path`` is the hub id (with the commit as ``revision``) where ``sft_model_dir``
+    is a base loaded from the hub, else its absolute path (``mva_core.model_origin.adapter_base``); metadata.json's
+    ``start_model_path`` is the absolute path of ``sft_model_dir`` either way.
 
     With ``margin_weights`` (value → w_j, each value also in ``frozen_vectors``) the objective is MODPO for the
     weighting whose weight on this value is ``target_weight`` (see ``mva_core.modpo``).
@@ -156,16 +161,21 @@ def train_value_vector(
             **objective,
         )
         job.train(trainer)
-        # An absolute base path: the adapter then loads with AutoPeftModelForCausalLM from any working directory
-        # (after moving results/, pass the base model explicitly, or use mva-export).
-        model.peft_config[TRAINED_ADAPTER].base_model_name_or_path = str(Path(sft_model_dir).resolve())
+        # The hub id of a base loaded from the hub, else the absolute local path: the adapter then loads with
+        # AutoPeftModelForCausalLM anywhere (a local path: after moving results/, pass the base model explicitly).
+        base = adapter_base(sft_model_dir)
+        model.peft_config[TRAINED_ADAPTER].base_model_name_or_path = base.name_or_path
+        model.peft_config[TRAINED_ADAPTER].revision = base.revision
         norms = delta_w_norms(model)
         return job.save(
             output_dir,
-            lambda folder: model.save_pretrained(str(folder), selected_adapters=[TRAINED_ADAPTER]),
+            # no embedding layers: none is trained and the vocabulary is the base's (PEFT's "auto" would ask the hub)
+            lambda folder: model.save_pretrained(str(folder), selected_adapters=[TRAINED_ADAPTER],
+                                                 save_embedding_layers=False),
             log_metrics=LOG_METRICS,
             trl_disable_dropout=args.disable_dropout,
             delta_w_norms={**norms, "total": total_norm(norms)},
+            start_model_path=base.local_path,
         )
 
 

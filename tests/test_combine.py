@@ -1,4 +1,4 @@
-"""ValueMixer and merge_explicit: exact W + Σ λ_v s_v B_v A_v for any real λ."""
+"""ValueMixer, merge_explicit / merge_in_place and stacked_lora: exact W + Σ λ_v s_v B_v A_v for any real λ."""
 from __future__ import annotations
 
 import copy
@@ -13,7 +13,9 @@ from mva_core.combine import (
     MultiValueLinear,
     ValueMixer,
     merge_explicit,
+    merge_in_place,
     read_value_vector,
+    stacked_lora,
 )
 
 LAMBDAS = [(0.0, 0.0), (1.0, 0.0), (0.3, 0.7), (-0.5, 1.5), (2.0, -1.0)]
@@ -39,6 +41,52 @@ def test_mixer_matches_explicit_merge(setup, lams):
     with mixer.lambdas(torch.tensor(lams)):
         mixed = logits(mixer.model, input_ids)
     torch.testing.assert_close(mixed, logits(merged, input_ids), atol=1e-5, rtol=1e-5)
+
+
+def peft_delta(model, adapter) -> dict[str, torch.Tensor]:
+    """ΔW of every weight that PEFT's own merge of ``adapter`` changes (computed without mva_core)."""
+    merged = PeftModel.from_pretrained(copy.deepcopy(model), adapter).merge_and_unload()
+    before = model.state_dict()
+    return {name: weight - before[name] for name, weight in merged.state_dict().items()
+            if not torch.equal(weight, before[name])}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_merge_in_place_adds_the_weighted_peft_deltas_to_the_model_itself(setup, dtype):
+    """Issue 25: the export merges into the one model it loaded (no copy), summing in fp32 and casting once."""
+    model, adapters, _ = setup
+    lams = {"care": -0.5, "safe": 1.5}
+    deltas = {value: peft_delta(model, adapters[value]) for value in lams}
+    target = copy.deepcopy(model).to(dtype)
+    base = {name: tensor.clone() for name, tensor in target.state_dict().items()}
+    assert merge_in_place(target, adapters, lams) is target
+    changed = set(deltas["care"]) | set(deltas["safe"])
+    assert {"model.layers.0.mlp.down_proj.weight", "model.layers.1.self_attn.k_proj.weight"} <= changed
+    for name, weight in target.state_dict().items():
+        expected = base[name].float() + sum(lam * deltas[v].get(name, 0) for v, lam in lams.items())
+        assert weight.dtype == dtype
+        if dtype == torch.float32:
+            torch.testing.assert_close(weight, expected, atol=1e-6, rtol=1e-6)
+        else:  # one rounding of the fp32 sum: at most one bf16 step away
+            torch.testing.assert_close(weight.float(), expected, atol=1e-6, rtol=2 ** -7)
+        assert torch.equal(weight, base[name]) == (name not in changed), name
+
+
+def test_stacked_lora_is_one_adapter_of_rank_sum_r_equal_to_the_weighted_sum(setup):
+    """Issue 25 (``mva-export --as-lora``): A = [A_care; A_safe], B = [λ s B_care, λ s B_safe], zero blocks where
+    a value lacks the module; B·A = Σ λ_v ΔW_v on every module either value targets."""
+    model, adapters, _ = setup
+    lams = {"care": 0.3, "safe": -1.25}
+    deltas = {value: peft_delta(model, adapters[value]) for value in lams}
+    stacked = stacked_lora(adapters, lams)
+    modules = {name.removesuffix(".weight") for d in deltas.values() for name in d}
+    assert set(stacked) == modules
+    for module, (a, b) in stacked.items():
+        assert a.shape[0] == b.shape[1] == 4 + 2
+        expected = sum(lam * deltas[v].get(f"{module}.weight", 0) for v, lam in lams.items())
+        torch.testing.assert_close(b @ a, expected, atol=1e-6, rtol=1e-6)
+    a, b = stacked["model.layers.0.mlp.down_proj"]  # care only: safe's block is zero
+    assert not a[4:].any() and not b[:, 4:].any() and a[:4].any()
 
 
 def test_lambdas_change_the_model(setup):
