@@ -1,13 +1,15 @@
-"""Glue for the thin workflow scripts: a job's log file and its provenance record."""
+"""Glue for the thin workflow scripts: a job's log file, its device check and its provenance record."""
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mva_core.artifacts import provenance_scope, verify_artifact
+from mva_core.precision import gpu_required, require_gpu
 from mva_core.provenance import snakemake_record
 
 
@@ -15,18 +17,34 @@ from mva_core.provenance import snakemake_record
 def logged_job(job: Any) -> Iterator[logging.Logger]:
     """Run a workflow script's body for the ``snakemake`` object ``job``.
 
-    stdout, stderr and logging go to the job's log file (line-buffered), any exception is logged, every input is
-    verified (``verify_artifact``) before use, and the job's provenance record is attached to every artifact
-    written in the block.
+    stdout, stderr and logging go to the job's log file (line-buffered), any exception is logged, the job's device
+    is checked first (``check_job_device``), every input is verified (``verify_artifact``) before use, and the job's
+    provenance record is attached to every artifact written in the block.
     """
     log_path = job.log[0] if len(job.log) else None
     with _logging_to(log_path) as logger:
+        check_job_device(job)
         for path in job.input:
             verify_artifact(path)
         record = snakemake_record(job)
         with provenance_scope(record):
             logger.info("compute: %(device)s, %(dtype)s (%(reason)s)", record["compute"])
             yield logger
+
+
+def check_job_device(job: Any) -> None:
+    """Before anything is read or loaded: with ``compute.device: cpu`` hide the GPUs from the job, and stop a GPU
+    stage (a rule with a ``gpu`` resource) that needs a GPU and finds none (``precision.require_gpu``)."""
+    compute = job.config.get("compute", {})
+    device = compute.get("device", "auto")
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # read when torch first initialises CUDA, i.e. later in this job
+        return
+    gpus = job.resources.get("gpu")
+    if gpu_required(device, gpus):
+        wildcards = ", ".join(f"{name}={value}" for name, value in job.wildcards.items())
+        reason = "compute.device: cuda" if device == "cuda" else f"compute.gpus_per_job: {gpus}"
+        require_gpu(f"rule {job.rule}" + (f" ({wildcards})" if wildcards else ""), reason)
 
 
 @contextlib.contextmanager
