@@ -1,5 +1,7 @@
-# Preference data: download files found under no data root (pinned URLs, verified sha256), load each value's
-# sources, drop bad rows (counted), split by prompt hash.
+# Preference data: download files found under no data root (pinned URLs with verified sha256, or files of a Hugging
+# Face repository at a pinned commit, mva_core.fetch), load each value's sources, drop bad rows (counted), split by
+# prompt hash.
+import dataclasses
 import re
 
 
@@ -9,8 +11,7 @@ rule fetch_data:
     wildcard_constraints:
         path="|".join(re.escape(p) for p in DOWNLOADS) or "(?!)",
     params:
-        url=lambda wc: DOWNLOADS[wc.path].url,
-        sha256=lambda wc: DOWNLOADS[wc.path].sha256,
+        entry=lambda wc: dataclasses.asdict(DOWNLOADS[wc.path]),
     log:
         log_path("fetch_data", "{path}"),
     benchmark:
