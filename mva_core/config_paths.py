@@ -15,7 +15,7 @@ from typing import Any
 from mva_core.config import ConfigError
 from mva_core.data import DataError, resolve_source
 from mva_core.data.sources import check_data_file
-from mva_core.fetch import hub_models, load_manifest
+from mva_core.fetch import hub_models, load_manifest, manifest_path
 
 BUILTIN_MODEL_SOURCES = {"smollm2_gguf", "tiny_random", "train"}
 
@@ -34,12 +34,6 @@ def _check_path(key: str, value: str, roots: Sequence[Path], root_keys: str) -> 
     elif os.path.normpath(value).split(os.sep)[0] == "..":
         raise ConfigError(f"config key '{key}': {value!r} climbs out of its root with '..'; use an absolute path "
                           f"under one of the {root_keys} or add a root")
-
-
-def manifest_path(config: Mapping[str, Any]) -> Path:
-    """The data manifest (``data_manifest``), relative paths taken from the repository root."""
-    path = Path(config["data_manifest"])
-    return path if path.is_absolute() else Path(__file__).resolve().parents[1] / path
 
 
 def check_config_paths(config: Mapping[str, Any], workdir: str | Path) -> None:

@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            f"{MANIFEST.relative_to(MANIFEST.parents[2])})")
     args = parser.parse_args(argv)
     config = _config(args.config) if args.config else None
-    manifest_file = args.manifest or (_config_manifest(config) if config else MANIFEST)
+    manifest_file = args.manifest or (manifest_path(config) if config else MANIFEST)
     manifest = load_manifest(manifest_file)
     unknown = sorted(set(args.paths) - set(manifest))
     if unknown:
@@ -222,17 +222,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def manifest_path(config: Mapping[str, Any]) -> Path:
+    """The data manifest of a config (``data_manifest``), relative paths taken from the repository root."""
+    path = Path(config["data_manifest"])
+    return path if path.is_absolute() else MANIFEST.parents[2] / path
+
+
 def _config(paths: Sequence[str]) -> dict:
     from mva_core.config import validate_config
     from mva_core.config_files import load_config_files
 
     return validate_config(load_config_files(paths))
-
-
-def _config_manifest(config: Mapping[str, Any]) -> Path:
-    from mva_core.config_paths import manifest_path
-
-    return manifest_path(config)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ rule fetch_data:
         mem_mb=1000,
         runtime=30,
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/fetch_data.py"
 
@@ -46,6 +48,8 @@ rule prepare_value_data:
     resources:
         mem_mb=4000,
         runtime=20,
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/prepare_value_data.py"
 
@@ -65,5 +69,7 @@ rule data_summary:
         mem_mb=2000,
         runtime=10,
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/data_summary.py"

@@ -55,6 +55,8 @@ rule figures:
         mem_mb=4000,
         runtime=30,
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/figures.py"
 
@@ -74,5 +76,7 @@ rule run_config:
         mem_mb=1000,
         runtime=5,
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/run_config.py"
