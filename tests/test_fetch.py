@@ -128,7 +128,7 @@ def hub_cache(root, tiny_model_dir, commits: dict[str, str] | None = None):
         entry = manifest[path]
         commit = (commits or {}).get(path, entry.revision)
         snapshot = root / f"datasets--{entry.repo.replace('/', '--')}" / "snapshots" / commit
-        write_hh_jsonl_gz(snapshot / entry.file, hh_rows(40, ["helpful", "harmless"][i], seed=i))
+        write_hh_jsonl_gz(snapshot / entry.file, hh_rows(80, ["helpful", "harmless"][i], seed=i))
     models = {"meta-llama/Llama-2-7b-hf": LLAMA_COMMIT, "Ray2333/gpt2-large-helpful-reward_model": RM_COMMIT,
               "Ray2333/gpt2-large-harmless-reward_model": RM_COMMIT}
     for repo, commit in models.items():
@@ -191,7 +191,7 @@ def test_the_paper_recipe_fetches_pinned_files_from_an_offline_hub_cache_and_the
         sources = [SourceSpec(**s) for s in config["values"][value]["sources"]]
         prepared = prepare_value_data(value, sources, fractions=config["data"]["split"], max_pairs={}, roots=[root],
                                       on_bad_row="skip", salt="60")
-        assert sum(len(split) for split in prepared.splits.values()) == 40
+        assert sum(len(split) for split in prepared.splits.values()) == 80
 
 
 def test_offline_a_file_missing_from_the_hub_cache_fails_naming_it_and_leaves_nothing(tmp_path, tiny_model_dir):
@@ -217,7 +217,7 @@ def test_offline_a_file_missing_from_the_hub_cache_fails_naming_it_and_leaves_no
 ])
 def test_manifest_entries_that_are_not_pinned_sources_are_refused_naming_the_entry(tmp_path, entry, says):
     (tmp_path / "m.yaml").write_text(yaml.safe_dump({"x/a.jsonl": entry}))
-    with pytest.raises(ValueError, match=re.escape(f"entry 'x/a.jsonl'")) as failure:
+    with pytest.raises(ValueError, match=re.escape("entry 'x/a.jsonl'")) as failure:
         load_manifest(tmp_path / "m.yaml")
     assert says in str(failure.value)
 
