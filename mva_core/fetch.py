@@ -41,9 +41,10 @@ from mva_core.artifacts import atomic_file, file_sha256
 MANIFEST = Path(__file__).resolve().parents[1] / "config" / "manifests" / "data_sources.yaml"
 COMMIT = re.compile(r"[0-9a-f]{40}")
 REPO_TYPES = ("dataset", "model")
-MODEL_FILES = ("*.safetensors", "*.json", "tokenizer*")
-"""What a model download keeps: the jobs load safetensors weights only (``use_safetensors=True``), so the
-``.bin`` copies many repositories also hold (Llama-2-7b-hf: 13.5 GB more) are never fetched."""
+MODEL_FILES = ("*.safetensors", "*.json", "tokenizer*", "merges.txt")
+"""What a model download keeps: safetensors weights (the jobs load no others: ``use_safetensors=True``), so the
+``.bin`` copies many repositories also hold (Llama-2-7b-hf: 13.5 GB more) are never fetched; JSON configs; the
+tokenizer (``tokenizer.json``/``tokenizer.model``, and GPT-2's ``merges.txt`` beside ``vocab.json``)."""
 
 
 @dataclass(frozen=True)
