@@ -172,6 +172,11 @@ def check_config(config: Mapping[str, Any]) -> None:
     evaluation_workload(config).check(evaluation["max_generations_per_seed"])
     _check_claims(evaluation, values)
     _check_dpo_lengths(config["dpo"])
+    compute = config["compute"]
+    if compute["device"] == "cpu" and compute["gpus_per_job"] > 0:
+        raise _key_error("compute.device", f"is cpu, but compute.gpus_per_job asks Slurm for {compute['gpus_per_job']} "
+                                           "GPU(s) per GPU stage that no job would use; set gpus_per_job: 0, or "
+                                           "device: auto to compute on the GPUs")
     for section in ("values", "methods"):
         for name in config[section]:
             if _PERIODIC_END.search(name):

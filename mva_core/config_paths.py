@@ -2,7 +2,8 @@
 
 Paths stay inside the working directory or an explicitly configured root: ``data_roots`` for data sources,
 ``data_roots`` and ``model_roots`` for local model directories. Relative paths may not climb out with ``..``.
-Local data sources must exist, so a typo fails before hours of training rather than in the first data job.
+Local data sources must exist, so a typo fails before hours of training rather than in the first data job. With
+``HF_HUB_OFFLINE`` set, data sources must be local files and hub models must be in the hub cache.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 from mva_core.config import ConfigError
 from mva_core.data import DataError, resolve_source
 from mva_core.data.sources import check_data_file
-from mva_core.fetch import load_manifest
+from mva_core.fetch import hub_models, load_manifest, manifest_path
 
 BUILTIN_MODEL_SOURCES = {"smollm2_gguf", "tiny_random", "train"}
 
@@ -35,15 +36,12 @@ def _check_path(key: str, value: str, roots: Sequence[Path], root_keys: str) -> 
                           f"under one of the {root_keys} or add a root")
 
 
-def manifest_path(config: Mapping[str, Any]) -> Path:
-    """The data manifest (``data_manifest``), relative paths taken from the repository root."""
-    path = Path(config["data_manifest"])
-    return path if path.is_absolute() else Path(__file__).resolve().parents[1] / path
-
-
 def check_config_paths(config: Mapping[str, Any], workdir: str | Path) -> None:
-    """Raise ConfigError naming the key of the first path that escapes its roots or the first missing data file
-    that the data manifest cannot download either."""
+    """Raise ConfigError naming the key of the first path that escapes its roots, the first missing data file
+    that the data manifest cannot download either, or (with HF_HUB_OFFLINE set) the first hub dataset source or
+    hub model missing from the hub cache."""
+    from huggingface_hub import is_offline_mode
+
     workdir = Path(os.path.abspath(workdir))
     data_roots = [Path(os.path.abspath(workdir / root)) for root in config["data_roots"]]
     model_roots = [workdir, *data_roots, *(Path(os.path.abspath(workdir / r)) for r in config.get("model_roots", []))]
@@ -52,6 +50,7 @@ def check_config_paths(config: Mapping[str, Any], workdir: str | Path) -> None:
     sources += [(f"evaluation.prompt_sources[{i}].path", source["path"])
                 for i, source in enumerate(config["evaluation"].get("prompt_sources") or [])]
     fetchable = set(load_manifest(manifest_path(config)))
+    offline = is_offline_mode()
     for key, path in sources:
         _check_path(key, path, [workdir, *data_roots], "data_roots")
         try:
@@ -61,6 +60,10 @@ def check_config_paths(config: Mapping[str, Any], workdir: str | Path) -> None:
                 raise ConfigError(f"config key '{key}': {exc}; it is not in {config['data_manifest']} either, so it "
                                   "cannot be downloaded") from None
             continue
+        if isinstance(resolved, str) and offline:
+            raise ConfigError(f"config key '{key}': {path!r} is a Hugging Face dataset, but HF_HUB_OFFLINE is set and "
+                              "datasets.load_dataset cannot read it offline; fetch it as files on a machine with "
+                              "network (python -m mva_core.fetch, docs/cluster.md) and name the local file")
         if isinstance(resolved, Path):
             try:
                 check_data_file(resolved)
@@ -73,6 +76,19 @@ def check_config_paths(config: Mapping[str, Any], workdir: str | Path) -> None:
     base = config["base_model"]["source"]
     if base not in BUILTIN_MODEL_SOURCES:
         _check_path("base_model.source", base, model_roots, "data_roots/model_roots")
+    if offline:
+        _check_models_cached(config)
+
+
+def _check_models_cached(config: Mapping[str, Any]) -> None:
+    """Offline, every hub model of ``config`` must be in the hub cache at its revision."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for key, (repo, revision) in hub_models(config).items():
+        if not isinstance(try_to_load_from_cache(repo, "config.json", revision=revision), str):
+            raise ConfigError(f"config key '{key}.source': model {repo}@{revision or 'main'} is not in the Hugging Face "
+                              "cache and HF_HUB_OFFLINE is set; fetch it on a machine with network (python -m "
+                              "mva_core.fetch --config <your config files>, docs/cluster.md) into the same HF_HOME")
 
 
 def check_output_dir(run_dir: str | Path) -> None:

@@ -1,15 +1,22 @@
-"""One compute-dtype policy for every stage (``compute.dtype``): bf16 where the hardware runs it fast, fp32 else.
+"""One compute-dtype policy for every stage (``compute.dtype``): bf16 where the hardware runs it fast, fp32 else;
+and the device a job computes on (``compute.device``), checked at job start.
 
 ``auto`` picks bf16 on CUDA devices that support it and on CPUs with AMX or AVX512-BF16 instructions, fp32
 otherwise: without those instructions bf16 matrix products are emulated and run tens of times slower than fp32
 (measured in benchmarks/dtype.py). Training keeps trainable LoRA weights, optimizer state, losses and the
 decorrelation penalty in fp32 and runs the model's forward under bf16 autocast; inference (reference log-probs,
 generation, scoring) loads weights in the chosen dtype.
+
+A GPU stage that asked for a GPU (``compute.gpus_per_job > 0``, or ``compute.device: cuda``) and finds none stops
+at once (:func:`require_gpu`) instead of running a 7B job on the CPU until its time limit; ``compute.device: cpu``
+computes on the CPU even where a GPU is visible.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +25,11 @@ import torch
 
 CHOICES = ("auto", "float32", "bfloat16")
 ATTENTION_CHOICES = ("auto", "eager", "sdpa", "flash_attention_2")  # compute.attn_implementation
+DEVICES = ("auto", "cpu", "cuda")  # compute.device
+
+
+class GPUUnavailableError(RuntimeError):
+    """A job that must compute on a CUDA GPU found none."""
 
 
 @dataclass(frozen=True)
@@ -68,29 +80,61 @@ def cuda_has_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def this_device() -> str:
-    """Where every stage computes: the first GPU when there is one, else the CPU."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def this_device(device: str = "auto") -> str:
+    """Where a stage computes for ``compute.device``: the CPU when it is ``cpu``, else the first GPU when there is
+    one (a job that needs one was checked at start by :func:`require_gpu`), else the CPU."""
+    if device not in DEVICES:
+        raise ValueError(f"compute.device {device!r}: expected one of {DEVICES}")
+    return "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
 
 
-def fixed_precision(dtype: str, reason: str) -> Precision:
+def gpu_required(device: str, gpus_requested: int | None) -> bool:
+    """Whether a job must find a CUDA GPU: it is a GPU stage (``gpus_requested``, its ``gpu`` resource, is not None)
+    and either ``compute.device`` is ``cuda`` or it is ``auto`` and the job asked the scheduler for GPUs."""
+    if device not in DEVICES:
+        raise ValueError(f"compute.device {device!r}: expected one of {DEVICES}")
+    return gpus_requested is not None and (device == "cuda" or (device == "auto" and gpus_requested > 0))
+
+
+def cuda_view() -> str:
+    """What torch sees of CUDA on this machine, for messages."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+    return (f"torch.cuda.is_available() = {torch.cuda.is_available()}, torch.cuda.device_count() = "
+            f"{torch.cuda.device_count()}, CUDA_VISIBLE_DEVICES = {'unset' if visible is None else repr(visible)}; "
+            f"torch {torch.__version__} is {build}")
+
+
+def require_gpu(job: str, reason: str) -> None:
+    """Raise GPUUnavailableError naming ``job``, the node and :func:`cuda_view` unless torch sees a CUDA GPU."""
+    if torch.cuda.is_available():
+        return
+    slurm_job = os.environ.get("SLURM_JOB_ID")
+    node = socket.gethostname() + (f" (Slurm job {slurm_job})" if slurm_job else "")
+    raise GPUUnavailableError(
+        f"{job} needs a CUDA GPU ({reason}) but torch sees none on node {node}: {cuda_view()}. Stopped before "
+        "loading any model. Run it where a GPU is visible (GPU partition, --gpus/--gres: docs/cluster.md), install "
+        "the CUDA build of torch (envs/mva-cuda.yaml), or compute on CPUs with compute: {device: cpu, gpus_per_job: 0}.")
+
+
+def fixed_precision(dtype: str, reason: str, device: str = "auto") -> Precision:
     """``dtype`` (a stage's own setting, e.g. ``reward_model.dtype``) on this machine's device."""
-    return Precision(this_device(), dtype, reason)
+    return Precision(this_device(device), dtype, reason)
 
 
-def resolve_precision(requested: str = "auto") -> Precision:
-    """The policy for ``compute.dtype`` on this machine (device: :func:`this_device`)."""
+def resolve_precision(requested: str = "auto", device: str = "auto") -> Precision:
+    """The policy for ``compute.dtype`` on this machine (device: :func:`this_device` of ``compute.device``)."""
     if requested not in CHOICES:
         raise ValueError(f"compute.dtype {requested!r}: expected one of {CHOICES}")
     if requested != "auto":
-        return fixed_precision(requested, f"compute.dtype: {requested}")
-    if this_device() == "cuda":
+        return fixed_precision(requested, f"compute.dtype: {requested}", device)
+    if this_device(device) == "cuda":
         fast = cuda_has_bf16()
         reason = f"auto: CUDA device {'supports' if fast else 'lacks'} bf16"
     else:
         fast = cpu_has_fast_bf16()
         reason = f"auto: CPU {'has' if fast else 'lacks'} AMX / AVX512-BF16"
-    return Precision(this_device(), "bfloat16" if fast else "float32", reason)
+    return Precision(this_device(device), "bfloat16" if fast else "float32", reason)
 
 
 def job_precision(config: Mapping[str, Any], override: str | None = None) -> Precision:
@@ -101,10 +145,11 @@ def job_precision(config: Mapping[str, Any], override: str | None = None) -> Pre
     attention = compute.get("attn_implementation", "auto")
     if attention not in ATTENTION_CHOICES:
         raise ValueError(f"compute.attn_implementation {attention!r}: expected one of {ATTENTION_CHOICES}")
+    device = compute.get("device", "auto")
     if override is not None:
-        precision = fixed_precision(override, f"stage setting: {override}")
+        precision = fixed_precision(override, f"stage setting: {override}", device)
     else:
-        precision = resolve_precision(compute.get("dtype", "auto"))
+        precision = resolve_precision(compute.get("dtype", "auto"), device)
     return dataclasses.replace(precision, attn_implementation=None if attention == "auto" else attention)
 
 

@@ -15,5 +15,7 @@ rule base_model:
         attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=30,
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/base_model.py"

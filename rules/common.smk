@@ -1,13 +1,14 @@
-# Shared helpers: config validation, output paths, and the value-vector chains.
+# Shared helpers: config validation, node software, output paths, and the value-vector chains.
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
 from mva_core.base_model import stop_strings
-from mva_core.config_paths import check_config_paths, check_output_dir, manifest_path
+from mva_core.config_paths import check_config_paths, check_output_dir
 from mva_core.data import DataError, resolve_source
-from mva_core.fetch import load_manifest, missing_files
+from mva_core.fetch import load_manifest, manifest_path, missing_files
 from mva_core.job_paths import job_path
 from mva_core.config import check_config_files, validate_config, value_dpo_settings
 from mva_core.kept_outputs import date_back_kept_outputs
@@ -25,6 +26,23 @@ METHODS = list(config["methods"])
 SPLITS = ["dpo_train", "rm_train", "eval"]
 SEEDS = [str(s) for s in (config["seeds"] or [config["seed"]])]
 SEED_RUN = f"{RUN}/seed_{{seed}}"  # value vectors, generations and scores are per training seed
+
+# Node software (docs/cluster.md). Under `--sdm conda` every job runs in CONDA_ENV (a path relative to rules/),
+# generated from the lock by tools/lockfile.py: the CUDA build of torch when the run computes on GPUs. Its
+# post-deploy script installs the checkout in MVA_REPO (this one) into the new environment. Under `--sdm apptainer`
+# every job runs in the image compute.container (e.g. built from envs/mva.def), when one is set.
+GPU_RUN = config["compute"]["device"] == "cuda" or config["compute"]["gpus_per_job"] > 0
+CONDA_ENV = "../envs/mva-cuda.yaml" if GPU_RUN else "../envs/mva.yaml"
+os.environ["MVA_REPO"] = str(Path(workflow.basedir).resolve())
+
+
+envvars:
+    "MVA_REPO",  # declared, so executors that start jobs elsewhere pass it on
+
+
+container: config["compute"]["container"]
+
+
 PLAN = MethodPlan.of(config)  # what each method needs, answered by its type's class (mva_core.methods)
 CHAINS = PLAN.chains
 VECTOR_METHODS = PLAN.vector_methods
@@ -56,7 +74,7 @@ wildcard_constraints:
     index=r"\d+",
 
 
-# What rule fetch_data may produce: the manifest's files found under no data root.
+# Files the fetch_data jobs may write: the manifest's files found under no data root.
 DOWNLOADS = missing_files(load_manifest(manifest_path(config)), config["data_roots"])
 DATA_ROOT = config["data_roots"][0] if config["data_roots"] else "resources/data"
 

@@ -1,5 +1,7 @@
-# Preference data: download files found under no data root (pinned URLs, verified sha256), load each value's
-# sources, drop bad rows (counted), split by prompt hash.
+# Preference data: download files found under no data root (pinned URLs with verified sha256, or files of a Hugging
+# Face repository at a pinned commit, mva_core.fetch), load each value's sources, drop bad rows (counted), split by
+# prompt hash.
+import dataclasses
 import re
 
 
@@ -9,8 +11,7 @@ rule fetch_data:
     wildcard_constraints:
         path="|".join(re.escape(p) for p in DOWNLOADS) or "(?!)",
     params:
-        url=lambda wc: DOWNLOADS[wc.path].url,
-        sha256=lambda wc: DOWNLOADS[wc.path].sha256,
+        entry=lambda wc: dataclasses.asdict(DOWNLOADS[wc.path]),
     log:
         log_path("fetch_data", "{path}"),
     benchmark:
@@ -21,6 +22,8 @@ rule fetch_data:
         mem_mb=1000,
         runtime=30,
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/fetch_data.py"
 
@@ -47,6 +50,8 @@ rule prepare_value_data:
         attempt=job_attempt,
         mem_mb=4000,
         runtime=20,
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/prepare_value_data.py"
 
@@ -67,5 +72,7 @@ rule data_summary:
         mem_mb=2000,
         runtime=10,
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/data_summary.py"

@@ -39,6 +39,8 @@ rule evaluation_prompts:
         mem_mb=2000,
         runtime=10,
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/evaluation_prompts.py"
 
@@ -62,6 +64,8 @@ rule grid_points:
         mem_mb=1000,
         runtime=10,
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/grid_points.py"
 
@@ -90,6 +94,8 @@ rule generate:
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=480,
         gpu=config["compute"]["gpus_per_job"],
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/generate.py"
 
@@ -115,6 +121,8 @@ rule score:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=240,
         gpu=config["compute"]["gpus_per_job"],
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/score.py"
 
@@ -147,5 +155,7 @@ rule frontiers:
         mem_mb=4000,
         runtime=60,
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/frontiers.py"

@@ -56,6 +56,8 @@ rule figures:
         mem_mb=4000,
         runtime=30,
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/figures.py"
 
@@ -75,5 +77,7 @@ rule run_config:
         mem_mb=1000,
         runtime=5,
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/run_config.py"

@@ -22,6 +22,8 @@ rule train_reward_model:
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=240,
         gpu=config["compute"]["gpus_per_job"],
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/train_reward_model.py"
 
@@ -45,5 +47,7 @@ rule reward_model_accuracy:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=60,
         gpu=config["compute"]["gpus_per_job"],
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/reward_model_accuracy.py"

@@ -22,5 +22,7 @@ rule sft:
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=240,
         gpu=config["compute"]["gpus_per_job"],
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/sft.py"

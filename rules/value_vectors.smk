@@ -26,6 +26,8 @@ rule train_value_vector:
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=480,
         gpu=config["compute"]["gpus_per_job"],
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/train_value_vector.py"
 
@@ -47,6 +49,8 @@ rule decorrelation_table:
         attempt=job_attempt,
         mem_mb=4000,
         runtime=20,
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/decorrelation_table.py"
 
@@ -75,5 +79,7 @@ rule train_modpo_vector:
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
         runtime=480,
         gpu=config["compute"]["gpus_per_job"],
+    conda:
+        CONDA_ENV
     script:
         "../workflow_scripts/train_modpo_vector.py"

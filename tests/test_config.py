@@ -98,6 +98,9 @@ BAD = [
     (lambda c: (c["values"].update(third={"order": 3, "sources": [{"path": "x.json"}]}),
                 c["methods"].update(m={"type": "modpo", "penalty": {"kind": "none"}})),
      ("config key 'evaluation.weightings[0]'", "3 non-negative weights")),
+    (lambda c: c.setdefault("compute", {}).update(device="cpu", gpus_per_job=1),
+     ("config key 'compute.device'", "gpus_per_job: 0")),
+    (lambda c: c.setdefault("compute", {}).update(device="gpu"), ("config key 'compute.device'", "['auto', 'cpu', 'cuda']")),
 ]
 
 

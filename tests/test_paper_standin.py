@@ -1,6 +1,6 @@
 """The paper path on a CPU (issue 16): config/paper_hh.yaml end to end with its hub artifacts swapped for local
 stand-ins of the same architectures and formats (a tiny random Llama without a chat template for Llama-2-7B, tiny
-random GPT-2 sequence classifiers for the two Ray2333 reward models, local HH files for the hub dataset) and its
+random GPT-2 sequence classifiers for the two Ray2333 reward models, local HH test files for the train files) and its
 sizes shrunk; everything else (prompt format, dtype policy, reward-model input format, methods, penalty) as in the
 config."""
 from __future__ import annotations
@@ -60,9 +60,10 @@ def test_paper_hh_config_runs_end_to_end_on_local_standins(tmp_path):
     config = yaml.safe_load((REPO / "config/paper_hh.yaml").read_text())
     config["data_roots"], config["model_roots"] = [str(data_root)], [str(tmp_path / "models")]
     config["base_model"]["source"] = str(models[config["base_model"]["source"]])
+    config["base_model"]["revision"] = None  # the hub commit of Llama-2-7b-hf, not of the stand-in
     for value in config["values"].values():
-        source = value["sources"][0]
-        value["sources"] = [{"path": f"hh-rlhf/{source['hub_data_dir']}/test.jsonl.gz", "format": source["format"]}]
+        source = value["sources"][0]  # hh-rlhf/<subset>/train.jsonl.gz: the local stand-ins are test files
+        value["sources"] = [{**source, "path": source["path"].replace("/train.jsonl.gz", "/test.jsonl.gz")}]
         value["reward_model"]["source"] = str(models[value["reward_model"]["source"]])
     shrink(config, SHRUNK)
     (tmp_path / "paper_standin.yaml").write_text(yaml.safe_dump(config))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -73,3 +74,71 @@ def test_attention_kernel_reaches_the_loaded_policy(monkeypatch, tiny_model_dir)
     assert model.config._attn_implementation == "eager"
     with pytest.raises(ValueError, match="compute.attn_implementation"):
         job_precision({"compute": {"attn_implementation": "flash"}})
+
+
+def fake_job(tmp_path, gpu: int | None, device: str = "auto"):
+    """The ``snakemake`` object a workflow script gets, for rule generate of method mva and seed 60; its input is a
+    model directory that does not exist, so a job that got past the device check would fail on reading it."""
+    from types import SimpleNamespace
+
+    from snakemake.iocontainers import ResourceList, Wildcards
+
+    resources = {"_cores": 1, "mem_mb": 1000} | ({} if gpu is None else {"gpu": gpu})
+    return SimpleNamespace(rule="generate", wildcards=Wildcards(fromdict={"method": "mva", "seed": "60"}),
+                           resources=ResourceList(fromdict=resources), log=[str(tmp_path / "generate.log")],
+                           input=[str(tmp_path / "models/base")], params={},
+                           config={"compute": {"device": device, "gpus_per_job": gpu or 0, "dtype": "auto"}})
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+
+
+@pytest.mark.parametrize("device,gpu,reason", [("auto", 1, "compute.gpus_per_job: 1"), ("cuda", 0, "compute.device: cuda")])
+def test_a_gpu_job_without_a_visible_gpu_stops_at_start_naming_job_node_and_what_torch_sees(tmp_path, no_cuda, device,
+                                                                                          gpu, reason):
+    import socket
+
+    from mva_core.precision import GPUUnavailableError
+    from mva_core.workflow_io import logged_job
+
+    entered = False
+    with pytest.raises(GPUUnavailableError) as failure:
+        with logged_job(fake_job(tmp_path, gpu, device)):
+            entered = True
+    message = str(failure.value)
+    assert not entered  # nothing of the job ran: no input was read (it does not exist) and no model loaded
+    assert message.startswith(f"rule generate (method=mva, seed=60) needs a CUDA GPU ({reason}) but torch sees none "
+                              f"on node {socket.gethostname()}: ")
+    assert ("torch.cuda.is_available() = False, torch.cuda.device_count() = 0, CUDA_VISIBLE_DEVICES = '0'; "
+            f"torch {torch.__version__} is ") in message
+    assert "compute: {device: cpu, gpus_per_job: 0}" in message
+    assert message in (tmp_path / "generate.log").read_text()  # the job's log, shown by Snakemake on failure
+
+
+@pytest.mark.parametrize("gpu,device", [(0, "auto"), (None, "cuda")])
+def test_jobs_that_need_no_gpu_start_without_one(tmp_path, no_cuda, gpu, device):
+    """A GPU stage of a CPU run (gpus_per_job 0) and a stage without a gpu resource (data, figures) get past the
+    check: the job then fails on its missing input, not on the device."""
+    from mva_core.workflow_io import logged_job
+
+    with pytest.raises(Exception) as failure, logged_job(fake_job(tmp_path, gpu, device)):
+        pass
+    assert "CUDA GPU" not in str(failure.value) and "models/base" in str(failure.value)
+
+
+def test_device_cpu_computes_on_the_cpu_where_a_gpu_is_visible(tmp_path, monkeypatch):
+    from mva_core.workflow_io import check_job_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    job = fake_job(tmp_path, 0, "cpu")
+    check_job_device(job)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # hidden from every library the job uses
+    chosen = job_precision(job.config)
+    assert (chosen.device, chosen.dtype) == ("cpu", "float32") and chosen.trainer_kwargs()["use_cpu"]
+    assert job_precision({"compute": {"device": "auto", "dtype": "float32"}}).device == "cuda"

