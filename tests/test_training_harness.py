@@ -18,7 +18,7 @@ STAGES = [  # settings class, its trainer's config class, the fields the stage u
     (SFTSettings, SFTConfig, {"max_length", "lora_r", "lora_alpha", "lora_dropout", "target_modules"}),
     (DPOSettings, DPOConfig, {"beta", "max_length", "max_prompt_length", "precompute_ref_log_probs"}),
     (RewardModelSettings, RewardConfig, {"source", "input_format", "batch_size", "dtype", "max_length",
-                                         "trust_remote_code", "lora_r", "backbone_layers", "scorer"}),
+                                         "trust_remote_code", "lora_r", "backbone_layers", "scorer", "revision"}),
 ]
 
 
