@@ -140,3 +140,13 @@ def random_adapters(tmp_path_factory, tiny_llama):
     before = _digests(root)
     yield adapters
     assert _digests(root) == before, f"a test changed the shared {root}"
+
+
+def run_cli(main, capsys, *argv: str) -> tuple[int, str, str]:
+    """``main(argv)`` of a console script: (exit status, stdout, stderr)."""
+    try:
+        status = main(list(argv))
+    except SystemExit as exc:
+        status = exc.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import snakemake
+from conftest import run_cli, snakemake
 
 from mva_core.check_config import main
 from mva_core.config import check_config_files
@@ -28,12 +28,7 @@ def alias_bomb(collection: str) -> str:
 
 
 def check(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        status = main(list(argv))
-    except SystemExit as exc:
-        status = exc.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    return run_cli(main, capsys, *argv)
 
 
 def refused(status: int, err: str, *names: str) -> None:

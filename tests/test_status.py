@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import snakemake_env
+from conftest import run_cli, snakemake_env
 from synthetic import write_smoke_data_root
 
 from mva_core.config import validate_config
@@ -17,12 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def status_of(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        status = main(list(argv))
-    except SystemExit as exc:
-        status = exc.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    return run_cli(main, capsys, *argv)
 
 
 @pytest.fixture

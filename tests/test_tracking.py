@@ -8,21 +8,13 @@ import os
 import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_sft import PAIRS, SETTINGS
 from transformers.trainer_callback import TrainerState
 from trl import SFTConfig
 
 from mva_core.sft import SFTSettings, run_sft
 from mva_core.training.harness import TrainingJob
 from mva_core.training.tracking import tracker_environment, tracking_environment, tracking_kwargs
-
-SETTINGS = SFTSettings(learning_rate=1e-2, batch_size=2, max_length=64, lora_r=2, lora_alpha=4,
-                       target_modules=("q_proj", "v_proj"), save_steps=2)
-PAIRS = pd.DataFrame({
-    "pair_id": [f"p{i}" for i in range(8)],
-    "prompt": [[{"role": "user", "content": f"What is {i} plus {i}?"}] for i in range(8)],
-    "chosen": [f"It is {2 * i}." for i in range(8)],
-    "rejected": ["No."] * 8,
-})
 
 
 def test_tensorboard_event_files_hold_every_logged_step_and_survive_the_job(tmp_path, tiny_model_dir):
