@@ -13,6 +13,7 @@ from synthetic import save_random_adapter
 
 from mva_core.adapters import read_value_vector
 from mva_core.artifacts import provenance_scope, read_provenance, verify_artifact
+from mva_core.decorrelation import decorrelation_table
 from mva_core.dependence import column_overlap, row_overlap
 from mva_core.derived_vectors import SIDES, orthonormal_basis, write_planted, write_projection
 from mva_core.training.records import read_metadata
@@ -157,3 +158,14 @@ def test_basis_spans_the_column_space_at_its_numerical_rank():
     torch.testing.assert_close(q.T @ q, torch.eye(3, dtype=torch.float64))
     torch.testing.assert_close(q @ (q.T @ low_rank), low_rank)
     assert orthonormal_basis(torch.zeros(5, 2)).shape == (5, 0)
+
+
+def test_decorrelation_table_measures_a_planted_vector_of_another_rank(vectors, tmp_path):
+    """The released code's HSIC pairs A rows by index, which a rank-8 planted vector and a rank-4 earlier one do not
+    allow: NaN ('undefined'), while the measures on ΔW rows and spaces are computed."""
+    planted = write_planted(vectors["rep"], {"u": vectors["u"]}, tmp_path / "planted", C)
+    table = decorrelation_table({"u": vectors["u"], "planted": planted}, draws=3)
+    assert len(table) == 6 and table["hsic_lora_a_sigma1"].isna().all()
+    assert (table["hsic_lora_a_median_reading"] == "undefined").all() and not table["hsic_lora_a_sigma1_discriminates"].any()
+    assert table[["hsic_delta_w_median", "cka_linear_delta_w", "row_overlap"]].notna().all().all()
+    assert (table["column_overlap"] > 0.3).all()  # the planted term shares u's column space
