@@ -46,10 +46,16 @@ def cosine_delta_w(u: LoraFactors, v: LoraFactors) -> float:
     return inner(A_u, B_u, s_u, A_v, B_v, s_v) / math.sqrt(norm_sq) if norm_sq > 0 else math.nan
 
 
+def _hsic_on_a_rows(u: LoraFactors, v: LoraFactors, sigma: float | str) -> float:
+    """The released code's HSIC on A rows, paired by index: NaN between vectors of different ranks (a planted
+    vector), where no such pairing exists."""
+    return float(hsic_lora_a(u[0], v[0], sigma, "n2")) if u[0].shape == v[0].shape else math.nan
+
+
 def _hsic_measures() -> dict[str, Callable[[LoraFactors, LoraFactors], float]]:
     measures = {}
     for name, sigma in (("sigma1", 1.0), ("median", "median")):
-        measures[f"hsic_lora_a_{name}"] = lambda u, v, sigma=sigma: float(hsic_lora_a(u[0], v[0], sigma, "n2"))
+        measures[f"hsic_lora_a_{name}"] = lambda u, v, sigma=sigma: _hsic_on_a_rows(u, v, sigma)
         measures[f"hsic_delta_w_{name}"] = lambda u, v, sigma=sigma: float(hsic_delta_w(*u, *v, sigma, "n2", None))
     measures["cosine_delta_w"] = cosine_delta_w
     return {name: measures[name] for name in METRICS}

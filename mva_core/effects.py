@@ -14,7 +14,9 @@
   efficacy: per training seed, x is the baseline's λ level on v's line whose mean v reward is closest to the
   method's at λ_v = λ in that seed, chosen on the selection prompts and reported on the test prompts (``x`` lists
   one level per seed where they differ); ``matched_gap`` is the efficacy gap the match leaves (the method's mean v
-  reward at λ_v = λ minus the baseline's at x, test prompts; 0 is a perfect match).
+  reward at λ_v = λ minus the baseline's at x, test prompts; 0 is a perfect match). A method whose vectors are
+  computed from another's (a projection, a planted control) is compared with that method too; a planted control's
+  rows claim more interference than the other method (it was built to interfere more).
 
 Efficacy rows and plain interference rows choose nothing, so they use every evaluation prompt (selection and test);
 matched-efficacy rows choose a λ, so they are reported on the test prompts only. Every row is judged by
@@ -25,7 +27,7 @@ against a baseline, against a baseline at matched efficacy).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -126,10 +128,15 @@ def _interference(estimator: EffectEstimator, lam_points: dict[tuple[float, ...]
 
 def interference_table(estimator: EffectEstimator, points: pd.DataFrame, values: Sequence[str],
                        baselines: Sequence[str], lambdas: Sequence[float] = (1.0,),
-                       matched: EffectEstimator | None = None) -> pd.DataFrame:
+                       matched: EffectEstimator | None = None, references: Mapping[str, str] | None = None,
+                       planted: Collection[str] = ()) -> pd.DataFrame:
     """Rows per (method, u, v, λ in ``lambdas``): R_u(λ, λ) − R_u(λ, 0); then ``<method> − <baseline>`` rows
     (paired), plain (``estimator``: every evaluation prompt) and, with ``matched`` (an estimator over the test
-    prompts whose ``selection`` holds the selection prompts), at matched efficacy with ``matched_gap``."""
+    prompts whose ``selection`` holds the selection prompts), at matched efficacy with ``matched_gap``.
+
+    ``references`` (method -> the method its vectors are computed from) adds ``<method> − <reference>`` rows beside
+    the baselines' (family ``interference: against <reference>``); the rows of a ``planted`` method (a control built
+    to interfere more) claim more interference than the other method, the others less."""
     diffs: dict[tuple[str, str, str, float], np.ndarray] = {}
     by_method = {m: _lambda_points(points, m, values) for m in estimator.reported.keys.get_level_values("method").unique()}
     for method, lam_points in by_method.items():
@@ -142,25 +149,30 @@ def interference_table(estimator: EffectEstimator, points: pd.DataFrame, values:
     rows = [{"method": m, "value_u": u, "value_v": v, "lambda": lam, "claim": "adding v lowers u",
              **estimator.row(d, u, "interference: within each method", direction=-1)}
             for (m, u, v, lam), d in diffs.items()]
-    for baseline in baselines:
-        for (m, u, v, lam), d in diffs.items():
-            if m != baseline and (baseline, u, v, lam) in diffs:
+    contrasts = [(m, b) for b in baselines for m in by_method if m != b]
+    contrasts += [(m, r) for m, r in (references or {}).items() if r not in baselines and m in by_method]
+    for m, baseline in contrasts:
+        direction, more = (-1, "more") if m in planted else (1, "less")
+        for (method, u, v, lam), d in diffs.items():
+            if method == m and (baseline, u, v, lam) in diffs:
                 rows.append({"method": f"{m} − {baseline}", "value_u": u, "value_v": v, "lambda": lam,
-                             "claim": f"{m} interferes less than {baseline}",
-                             **estimator.row(d - diffs[(baseline, u, v, lam)], u, f"interference: against {baseline}")})
+                             "claim": f"{m} interferes {more} than {baseline}",
+                             **estimator.row(d - diffs[(baseline, u, v, lam)], u, f"interference: against {baseline}",
+                                             direction)})
                 if matched is not None:
                     rows += _matched_efficacy_rows(matched, by_method[m], by_method[baseline], values, m,
-                                                   baseline, (u, v, lam))
+                                                   baseline, (u, v, lam), direction)
     return _with_holm(rows, ["method", "value_u", "value_v", "lambda", "claim", *EFFECT_COLUMNS, "matched_gap"],
                       estimator.ci)
 
 
 def _matched_efficacy_rows(estimator: EffectEstimator, ours: dict[tuple[float, ...], str],
                            theirs: dict[tuple[float, ...], str], values: Sequence[str], method: str, baseline: str,
-                           pair: tuple[str, str, float]) -> list[dict]:
+                           pair: tuple[str, str, float], direction: int = 1) -> list[dict]:
     """``method``'s interference (u <- v, both at λ) minus ``baseline``'s with v, in each training seed, at the level
     whose v efficacy on that seed's selection prompts matches the method's at λ (``ours``/``theirs``: λ vector ->
-    point_id of the method and of the baseline); reported on ``estimator``'s (test) prompts."""
+    point_id of the method and of the baseline); reported on ``estimator``'s (test) prompts; ``direction`` -1 claims
+    more interference than the baseline."""
     u, v, level = pair
     i, j = values.index(u), values.index(v)
 
@@ -181,7 +193,9 @@ def _matched_efficacy_rows(estimator: EffectEstimator, ours: dict[tuple[float, .
     gap = float((estimator.rewards(method, ours[vec(0.0, level)], v) - theirs_v).mean())
     label = "/".join(f"{lam:g}" for lam in chosen) if len(set(chosen)) > 1 else f"{chosen[0]:g}"
     ours_interference = _interference(estimator, ours, method, values, i, j, level)
+    more = "more" if direction < 0 else "less"
     return [{"method": f"{method} − {baseline} @ λ_{v} = {label} (matched efficacy)", "value_u": u, "value_v": v,
-             "lambda": level, "claim": f"{method} interferes less than {baseline} at equal efficacy of {v}",
-             **estimator.row(ours_interference - matched, u, f"interference: against {baseline} at matched efficacy"),
+             "lambda": level, "claim": f"{method} interferes {more} than {baseline} at equal efficacy of {v}",
+             **estimator.row(ours_interference - matched, u, f"interference: against {baseline} at matched efficacy",
+                             direction),
              "matched_gap": gap}]

@@ -115,13 +115,16 @@ def selection_counts(selections: pd.DataFrame, seeds: Sequence[str]) -> pd.DataF
 
 
 def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFrame, evaluation: Mapping,
-                 values: Sequence[str], seed: int, baselines: Sequence[str] = ()) -> EvaluationTables:
+                 values: Sequence[str], seed: int, baselines: Sequence[str] = (),
+                 references: Mapping[str, str] | None = None, planted: Sequence[str] = ()) -> EvaluationTables:
     """Held-out selection (on standardised rewards: ``selection.value_scales``, echoed in ``design``), point means,
     frontiers, paired comparisons, win rates, per-seed hypervolumes, and the efficacy and interference tables
     (``mva_core.effects``; every evaluation prompt, matched-efficacy rows on the test prompts).
 
     ``values`` is the training order (weightings are given in it); ``seed`` seeds the resamples; ``baselines`` are
-    the penalty-free grid methods other methods' interference and held-out rewards are compared with.
+    the penalty-free grid methods other methods' interference and held-out rewards are compared with;
+    ``references`` (method -> the method its vectors are computed from) and ``planted`` (controls claiming more
+    interference) go to ``effects.interference_table``.
     """
     rewards = seeded_rewards(scores)
     split = split_prompts(prompts[prompts["prompt_id"].isin(rewards.prompts)], evaluation["selection_fraction"])
@@ -168,7 +171,7 @@ def build_tables(scores: pd.DataFrame, points: pd.DataFrame, prompts: pd.DataFra
         design=design,
         efficacy=with_primary(efficacy_table(every_prompt, points, values), "efficacy", primary),
         interference=with_primary(interference_table(every_prompt, points, values, baselines,
-                                                     evaluation["interference_lambdas"], matched),
+                                                     evaluation["interference_lambdas"], matched, references, planted),
                                   "interference", primary),
     )
 

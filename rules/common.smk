@@ -69,6 +69,7 @@ wildcard_constraints:
     value="|".join(VALUES),
     method="|".join(METHODS),
     chain="|".join(CHAINS),
+    vector_set="|".join(VECTOR_SETS),
     split="|".join(SPLITS),
     seed="|".join(SEEDS),
     index=r"\d+",
@@ -136,7 +137,9 @@ def seed_path(relative, seed="{seed}"):
 
 
 def value_vector_dirs():
-    return sorted({seed_path(job.path, s) for job in PLAN.value_vectors for s in SEEDS})
+    """Every value vector of every seed: trained, projected and planted."""
+    jobs = [*PLAN.value_vectors, *PLAN.projection_jobs, *PLAN.planted_jobs]
+    return sorted({seed_path(job.path, s) for job in jobs for s in SEEDS})
 
 
 def value_dpo(value, wildcards):
@@ -153,6 +156,11 @@ def frozen_vector_dirs(wildcards):
     """Earlier value vectors of the chain (frozen while this one trains)."""
     job = PLAN.vector_job(wildcards.chain, wildcards.value)
     return {u: seed_path(path, wildcards.seed) for u, path in job.frozen_dirs.items()}
+
+
+def derived_vector_inputs(job, seed):
+    """A projected or planted vector's inputs: the vector it is computed from, and the earlier values' vectors."""
+    return {"source": seed_path(job.source, seed), "earlier": [seed_path(path, seed) for path in job.earlier.values()]}
 
 
 def modpo_job(wildcards):

@@ -143,6 +143,8 @@ rule frontiers:
         evaluation=config["evaluation"],
         seed=config["seed"],
         baselines=INTERFERENCE_BASELINES,
+        references=PLAN.interference_references,  # projected and planted methods: also against the method they come from
+        planted=PLAN.planted_methods,  # controls built to interfere more
         tables=list(TABLES),
         markdown=MARKDOWN_TABLES,
     log:

@@ -82,7 +82,7 @@ BAD = [
      ("config key 'evaluation.selection_weightings[0]'", "not all 0")),
     (lambda c: c["evaluation"].update(selection_fraction=1.0), ("config key 'evaluation.selection_fraction'",)),
     (lambda c: c["methods"]["mva"].update(type="nosuch"),
-     ("config key 'methods.mva.type'", "allowed values: ['grid', 'single', 'expo', 'modpo']")),
+     ("config key 'methods.mva.type'", "allowed values: ['grid', 'single', 'expo', 'modpo', 'replicate', 'planted', 'projection']")),
     (lambda c: c["methods"]["mva"]["penalty"].update(sigma="nosuch"),
      ("config key 'methods.mva.penalty.sigma'", "a number > 0 or one of ['median']")),
     (lambda c: c["evaluation"].update(win_rate_target="nosuch"),

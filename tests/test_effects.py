@@ -193,3 +193,58 @@ def test_rows_carry_resolution_families_and_equivalence_where_a_margin_is_declar
     assert rows_v.loc[("soup", "v", "u"), "p_equivalence"] < 0.05 and rows_v.loc[("soup", "v", "u"), "verdict"] == "contradicted"
     efficacy = efficacy_table(with_margin, points, VALUES)
     assert set(efficacy["family"]) == {"efficacy: u", "efficacy: v"} and (efficacy["df"] == 29).all()
+
+
+CONTROL_DROPS = {"soup": -1.0, "replicate": -1.0, "planted": -2.0, "projection": -0.2, "proj_planted": -0.2}
+"""Interference per method in the control world (issue 24): the replicate interferes like soup, the planted vector
+twice as much, and projecting either removes most of it."""
+
+
+def control_world(prefix: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    prompt_effect = rng.normal(size=30)
+    rows, points = [], []
+    for method, drop in CONTROL_DROPS.items():
+        for lam_u in LAMS:
+            for lam_v in LAMS:
+                pid = f"{lam_u:g}_{lam_v:g}"
+                points.append({"method": method, "point_id": pid, "kind": "grid", "lam_u": lam_u, "lam_v": lam_v})
+                means = {"u": 2.0 * lam_u + drop * lam_u * lam_v, "v": 2.0 * lam_v}
+                rows += [{"method": method, "point_id": pid, "prompt_id": f"{prefix}{j:02d}", "value": value, "seed": 1,
+                          "reward": means[value] + prompt_effect[j] + 0.05 * rng.normal()}
+                         for value in VALUES for j in range(30)]
+    return pd.DataFrame(rows), pd.DataFrame(points)
+
+
+def test_control_rows_read_null_for_the_replicate_and_supported_for_the_planted_vector_and_its_projection():
+    """A synthetic run through reporting.build_tables: `replicate − soup` is not supported, `planted − soup` is, with
+    the claim of more interference, and `proj_planted − planted` (its projection against it, from ``references``)
+    is supported in the direction of less interference."""
+    test_scores, points = control_world("t", 1)
+    selection_scores, _ = control_world("s", 2)
+    scores = pd.concat([test_scores, selection_scores], ignore_index=True)
+    prompts = pd.DataFrame({"prompt_id": sorted(scores["prompt_id"].unique()), "origin": "u"})
+    evaluation = {"bootstrap": 100, "ci": 0.95, "reference_point": "min", "weightings": [[0.5, 0.5]],
+                  "selection_weightings": None, "selection_fraction": 0.5, "interference_lambdas": [1.0],
+                  "win_rate_target": "projection", "tie_tolerance": 0.0, "equivalence_margins": {"u": 0.3}}
+    references = {"planted": "replicate", "proj_planted": "planted"}
+    tables = build_tables(scores, points, prompts, evaluation, VALUES, seed=0, baselines=["soup"],
+                          references=references, planted=["planted"])
+    rows = tables.interference[tables.interference["value_u"] == "u"].set_index("method")
+    null = rows.loc["replicate − soup"]
+    assert null["estimate"] == pytest.approx(0.0, abs=0.05) and null["verdict"] == "equivalent"
+    planted = rows.loc["planted − soup"]
+    assert planted["claim"] == "planted interferes more than soup" and planted["estimate"] == pytest.approx(-1.0, abs=0.05)
+    assert planted["verdict"] == planted["verdict_holm"] == "supported"
+    assert rows.loc["planted − replicate", "verdict"] == "supported"  # against the vectors it was planted in
+    projected = rows.loc["proj_planted − planted"]
+    assert projected["claim"] == "proj_planted interferes less than planted"
+    assert projected["estimate"] == pytest.approx(1.8, abs=0.05) and projected["verdict"] == "supported"
+    assert projected["family"] == "interference: against planted"
+    assert rows.loc["projection − soup", "verdict"] == "supported"
+    matched = rows.loc["planted − soup @ λ_v = 1 (matched efficacy)"]
+    assert matched["claim"] == "planted interferes more than soup at equal efficacy of v" and matched["verdict"] == "supported"
+    assert "proj_planted − planted @ λ_v = 1 (matched efficacy)" in rows.index
+    assert not any(label.startswith("soup − ") for label in rows.index)  # soup is the baseline, never compared
+    without = interference_table(EffectEstimator(seeded_rewards(test_scores), 0.95), points, VALUES, ["soup"])
+    assert "proj_planted − planted" not in set(without["method"])  # only with references

@@ -96,6 +96,60 @@ def test_plan_computes_one_decorrelation_table_per_vector_set(config):
                                            "harmless": "value_vectors/mva/harmless"}
 
 
+CONTROLS = {"rep": {"type": "replicate", "penalty": {"kind": "none"}},
+            "planted": {"type": "planted", "of": "rep", "c": 0.5},
+            "proj": {"type": "projection"},
+            "proj_mva": {"type": "projection", "of": "mva", "sides": "rows"},
+            "proj_planted": {"type": "projection", "of": "planted", "sides": "columns"}}
+
+
+@pytest.fixture(scope="module")
+def controls():
+    """The smoke config (values helpful, harmless) with a replicate, a vector planted in it and projections of the
+    penalty-free, MVA's and the planted vectors (issue 24)."""
+    raw = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    raw["methods"].update(copy.deepcopy(CONTROLS))
+    return MethodPlan.of(validate_config(raw))
+
+
+def test_replicate_trains_its_later_vectors_again_from_another_initialisation(controls):
+    rep = controls["rep"]
+    assert [(job.chain, job.value) for job in rep.vector_jobs()] == [("independent", "helpful"), ("rep", "harmless")]
+    job = controls.vector_job("rep", "harmless")
+    assert job.frozen_values == () and job.penalty["kind"] == "none"  # trained like soup's ...
+    assert job.init_seed_names == ("value", "harmless", "replicate", "rep")  # ... from another initialisation
+    assert controls.vector_job("independent", "harmless").init_seed_names == ("value", "harmless")
+    assert rep.adapters() == {"helpful": "value_vectors/independent/helpful", "harmless": "value_vectors/rep/harmless"}
+    assert (rep.vector_set, rep.baseline, rep.sensitivity, rep.interference, rep.efficacy) == ("rep", False, False, True, True)
+    assert "rep" in controls.chains and controls.baselines == ["soup"]
+
+
+def test_projected_and_planted_vectors_are_computed_from_method_of(controls):
+    planted, proj, proj_mva, proj_planted = (controls[m] for m in ("planted", "proj", "proj_mva", "proj_planted"))
+    assert [(j.path, j.source, dict(j.earlier), j.c) for j in planted.planted_jobs()] == [
+        ("planted_vectors/planted/harmless", "value_vectors/rep/harmless",
+         {"helpful": "value_vectors/independent/helpful"}, 0.5)]
+    assert [(j.path, j.source, j.sides) for j in proj.projection_jobs()] == [
+        ("projected_vectors/proj/harmless", "value_vectors/independent/harmless", "both")]  # of: the penalty-free vectors
+    assert [(j.source, j.sides) for j in proj_mva.projection_jobs()] == [("value_vectors/mva/harmless", "rows")]
+    assert [(j.source, dict(j.earlier)) for j in proj_planted.projection_jobs()] == [
+        ("planted_vectors/planted/harmless", {"helpful": "value_vectors/independent/helpful"})]
+    assert proj_planted.adapters() == {"helpful": "value_vectors/independent/helpful",
+                                       "harmless": "projected_vectors/proj_planted/harmless"}
+    assert controls.vector_set_dirs("proj_planted") == proj_planted.adapters()
+    # they train nothing of their own: the vectors of their source are trained
+    assert [(j.chain, j.value) for j in proj_planted.vector_jobs()] == [("independent", "helpful"), ("rep", "harmless")]
+    assert [(j.chain, j.value) for j in proj_mva.vector_jobs()] == [("independent", "helpful"), ("mva", "harmless")]
+    assert [j.method for j in controls.projection_jobs] == ["proj", "proj_mva", "proj_planted"]
+    assert controls.planted_job("planted", "harmless") == planted.planted_jobs()[0]
+    assert controls.interference_references == {"planted": "rep", "proj_mva": "mva", "proj_planted": "planted"}
+    assert controls.planted_methods == ["planted"]
+    assert not any(controls[m].baseline or controls[m].sensitivity for m in CONTROLS)
+    assert {"proj", "planted", "proj_planted"} <= set(controls.vector_sets)
+    with pytest.raises(ConfigError, match="projected vector proj/helpful: no method of this config plans it"):
+        controls.projection_job("proj", "helpful")  # the first value is never projected
+
+
 def test_sensitivity_figure_needs_three_weights_on_the_hsic_axis():
     def plan(methods):
         return MethodPlan.of(validate_config({**yaml.safe_load((REPO / "config/smoke.yaml").read_text()), "methods": methods}))
@@ -131,7 +185,7 @@ def test_read_decorrelation_names_a_table_written_before_the_readings(tmp_path):
 
 def test_unknown_method_type_or_name_names_the_culprit(config):
     with pytest.raises(ConfigError, match=r"config key 'methods\.odd\.type': 'nosuch' is not a method type; allowed "
-                                          r"values: \['grid', 'single', 'expo', 'modpo'\]"):
+                                          r"values: \['grid', 'single', 'expo', 'modpo', 'replicate', 'planted', 'projection'\]"):
         method_from_section("odd", {"type": "nosuch", "penalty": {"kind": "none"}})
     with pytest.raises(ConfigError, match=r"no method named 'nope'"):
         method_for("nope", config)
@@ -146,6 +200,20 @@ BAD = [
     ("unknown modpo target", lambda m: m["modpo"].update(modpo_target="nosuch"), "methods.modpo.modpo_target",
      "'nosuch' is not a value"),
     ("zero weight", lambda m: m["ortho"]["penalty"].update(weight=0.0), "methods.ortho.penalty.weight", "use kind 'none'"),
+    ("planted without c", lambda m: m.update(p={"type": "planted"}), "methods.p.c", "is required for a planted method"),
+    ("of an unknown method", lambda m: m.update(p={"type": "projection", "of": "nosuch"}), "methods.p.of",
+     "'nosuch' is not a method"),
+    ("of a modpo method", lambda m: m.update(p={"type": "projection", "of": "modpo"}), "methods.p.of",
+     "'modpo' is a modpo method, which has no value vectors"),
+    ("of in a circle", lambda m: m.update(p={"type": "projection", "of": "q"}, q={"type": "planted", "of": "p", "c": 1}),
+     "methods.q.of", "'p' leads back to itself: p -> q -> p"),
+    ("penalised projection", lambda m: m.update(p={"type": "projection", "penalty": {"kind": "cka", "weight": 1.0}}),
+     "methods.p.penalty.kind", "allowed values: ['none']"),
+    ("penalised replicate", lambda m: m.update(p={"type": "replicate", "penalty": {"kind": "cka", "weight": 1.0}}),
+     "methods.p.penalty.kind", "allowed values: ['none']"),
+    ("sides on a grid method", lambda m: m["mva"].update(sides="rows"), "methods.mva.sides", "type 'projection'"),
+    ("of on a grid method", lambda m: m["mva"].update(of="soup"), "methods.mva.of", "type 'planted' or 'projection'"),
+    ("c on a projection", lambda m: m.update(p={"type": "projection", "c": 1.0}), "methods.p.c", "type 'planted'"),
 ]
 
 

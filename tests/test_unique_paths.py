@@ -1,7 +1,9 @@
 """Every job of a plan has its own log, benchmark and checkpoint directory, and Snakemake reads each of its paths
 back to that job alone, for names chosen to collide (issue 22, item 5): values ``harmless`` and ``dw_harmless`` with
 methods ``mva`` and ``mva_dw`` (joined with ``_``, score and value-vector jobs shared ``seed1_mva_dw_harmless``), the
-reserved chain ``independent`` beside a method ``independent_dw``, and seeds 1 and 11."""
+reserved chain ``independent`` beside a method ``independent_dw``, and seeds 1 and 11; the same for the vectors
+computed without training (issue 24: projections ``proj``, ``proj_dw``; a replicate ``rep`` and a vector planted in it,
+``rep_dw``)."""
 from __future__ import annotations
 
 import json
@@ -23,6 +25,10 @@ values:
     reward_model: {source: train, train_batch_size: 8, batch_size: 16, max_length: 256}
 methods:
   independent_dw: {penalty: {kind: hsic, weight: 10.0, form: delta_w, sigma: median}}
+  rep: {type: replicate, penalty: {kind: none}}
+  rep_dw: {type: planted, of: rep, c: 0.5}
+  proj: {type: projection}
+  proj_dw: {type: projection, of: rep_dw, sides: columns}
 evaluation:
   weightings: [[0.4, 0.3, 0.3]]
 """
@@ -43,8 +49,12 @@ def jobs(tmp_path_factory) -> list[dict]:
     planned = {(job["rule"], *job["wildcards"].values()) for job in jobs}
     for seed in ["1", "11"]:  # the pairs whose paths were one
         for rule, a, b in [("score", "mva", "mva_dw"), ("train_value_vector", "mva", "mva_dw"),
-                           ("train_value_vector", "independent", "independent_dw")]:
+                           ("train_value_vector", "independent", "independent_dw"),
+                           ("project_value_vector", "proj", "proj_dw"), ("train_value_vector", "rep", "rep"),
+                           ("plant_value_vector", "rep_dw", "rep_dw")]:
             assert {(rule, seed, a, "dw_harmless"), (rule, seed, b, "harmless")} <= planned
+        assert {("generate", seed, m) for m in ("rep", "rep_dw", "proj", "proj_dw")} <= planned
+        assert {("decorrelation_table", seed, s) for s in ("rep", "rep_dw", "proj", "proj_dw", "independent")} <= planned
     return jobs
 
 

@@ -9,10 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import snakemake
 from safetensors.torch import load_file
 from synthetic import write_placeholder_sources
 
+from mva_core.adapters import read_value_vector
 from mva_core.artifacts import read_provenance
 from mva_core.comparisons import COMPARISON_COLUMNS
 from mva_core.decorrelation import METRICS
@@ -200,3 +202,60 @@ def test_value_vectors_of_one_run_start_from_distinct_initialisations(smoke_run)
     a = [load_file(run / value / "adapter_model.safetensors") for value in ("helpful", "harmless")]
     first, second = (torch.cat([w[k].flatten() for k in sorted(w) if "lora_A" in k]) for w in a)
     assert (first - second).norm() > 0.5 * first.norm()
+
+
+def test_decorrelation_configs_plan_the_projection_and_the_controls(plans):
+    """Issue 24: the natural pair with the projection and the controls (a replicate, a vector planted in it, its
+    projection), the strong pair with the projection; five seeds or more, equivalence margins declared."""
+    for name, projections, planted in (("decorrelation.yaml", 2, 1), ("decorrelation_strong.yaml", 1, 0)):
+        config = yaml.safe_load((REPO / "config" / name).read_text())
+        result = plans(REPO / "config" / name)
+        assert result.returncode == 0, result.stderr[-3000:]
+        counts = _job_counts(result.stdout)
+        seeds = len(config["seeds"])
+        assert seeds >= 5 and set(config["evaluation"]["equivalence_margins"]) == {"concise", "positive"}
+        assert counts["project_value_vector"] == projections * seeds and counts.get("plant_value_vector", 0) == planted * seeds
+        assert "Evaluation plan: " in result.stderr and f"{seeds} training seed(s)" in result.stderr
+        assert {"soup", "mva", "cka10", "projection"} <= set(config["methods"])
+
+
+CONTROLS = """methods:
+  rep: {type: replicate, penalty: {kind: none}}
+  planted: {type: planted, of: rep, c: 0.5}
+  proj_planted: {type: projection, of: planted}
+"""
+
+
+@pytest.mark.slow
+def test_rules_build_the_replicate_the_planted_vector_and_its_projection(tmp_path):
+    """Issue 24, end to end on the smoke data: the replicate starts from its own initialisation, and the projection
+    the rules write of the vector planted in it equals the projection of the replicate itself."""
+    from synthetic import write_smoke_data_root
+
+    from mva_core.derived_vectors import write_projection
+    from mva_core.training.records import read_metadata
+    from mva_core.value_training import derive_seed
+
+    controls = tmp_path / "controls.yaml"
+    controls.write_text(CONTROLS)
+    data_root = write_smoke_data_root(tmp_path / "data")
+    seed = tmp_path / "work/results/smoke/seed_1"
+    targets = [f"results/smoke/seed_1/{path}" for path in
+               ("projected_vectors/proj_planted/harmless", "decorrelation/planted.parquet", "decorrelation/proj_planted.parquet")]
+    result = snakemake(*targets, "--cores", "2", "--configfile", str(REPO / "config/smoke.yaml"), str(controls),
+                       "--config", f"data_roots=['{data_root}']", workdir=tmp_path / "work")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    replicate, independent = seed / "value_vectors/rep/harmless", seed / "value_vectors/independent"
+    init_seed = read_metadata(replicate)["init_seed"]  # soup's harmless vector starts from (1, "value", "harmless")
+    assert init_seed == derive_seed(1, "value", "harmless", "replicate", "rep") != derive_seed(1, "value", "harmless")
+    assert read_metadata(independent / "helpful")["init_seed"] == derive_seed(1, "value", "helpful")
+    assert read_metadata(seed / "planted_vectors/planted/harmless")["settings"] == {"planted": {"c": 0.5}}
+    projected = seed / "projected_vectors/proj_planted/harmless"
+    assert read_provenance(projected)["rule"] == "project_value_vector"
+    direct = write_projection(replicate, {"helpful": independent / "helpful"}, tmp_path / "direct", "both")
+    ours, theirs = (read_value_vector(folder) for folder in (projected, direct))
+    assert set(ours) == set(theirs)
+    for module, (a, b, s) in ours.items():
+        torch.testing.assert_close(s * b @ a, theirs[module][2] * theirs[module][1] @ theirs[module][0], atol=1e-6, rtol=0)
+    planted_table = pd.read_parquet(seed / "decorrelation/planted.parquet")
+    assert planted_table["hsic_lora_a_sigma1"].isna().all() and planted_table["column_overlap"].notna().all()

@@ -14,7 +14,8 @@ with logged_job(snakemake):
     points = pd.concat([read_table(p, POINTS) for p in inp.points], ignore_index=True)
     prompts = read_table(inp.prompts, EVALUATION_PROMPTS)
     try:
-        tables = build_tables(scores, points, prompts, params.evaluation, params.values, params.seed, params.baselines)
+        tables = build_tables(scores, points, prompts, params.evaluation, params.values, params.seed, params.baselines,
+                              params.references, params.planted)
     except MemoryError as err:
         raise MemoryError(f"{err or 'out of memory'} in the bootstrap: config key 'evaluation.bootstrap' asks for "
                           f"{params.evaluation['bootstrap']:,} resamples of up to {len(prompts):,} prompts; lower "

@@ -23,5 +23,6 @@ with logged_job(snakemake):
         tracking=snakemake.config["tracking"],
         tracking_dir=snakemake.params.tracking_dir,
         precision=job_precision(snakemake.config),
-        init_seed=derive_seed(dpo.seed, "value", snakemake.wildcards.value),  # the same in every chain of this value
+        # (seed, "value", value): the same in every chain of this value; a replicate's adds its own names
+        init_seed=derive_seed(dpo.seed, *snakemake.params.init_seed_names),
     )

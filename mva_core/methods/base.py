@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pandas as pd
 
 from mva_core.config_errors import ConfigError, key_error
 from mva_core.grid import GridSettings
-from mva_core.methods.chains import ModpoJob, VectorJob, value_order
+from mva_core.methods.chains import ModpoJob, PlantedJob, ProjectionJob, VectorJob, value_order
 from mva_core.penalty_kinds import KINDS, NO_PENALTY_KIND, PenaltyKind
 
 DEFAULT_TYPE = "grid"
@@ -18,8 +18,9 @@ DEFAULT_TYPE = "grid"
 
 @dataclass(frozen=True)
 class Method:
-    """One configured method: its ``methods.<name>`` section, the values in training order and the evaluation
-    weightings (both optional for the questions that do not need them).
+    """One configured method: its ``methods.<name>`` section, the values in training order, the evaluation
+    weightings and the run's ``methods`` sections (for a type built on another method's vectors; all three optional
+    for the questions that do not need them).
 
     A subclass answers what the workflow needs to know about its type: the training jobs (value vectors with
     their penalty, MODPO weightings), the evaluation points, the adapters a point mixes, whether it is a
@@ -30,6 +31,7 @@ class Method:
     section: Mapping[str, Any]
     values: tuple[str, ...] = ()
     weightings: tuple[tuple[float, ...], ...] = ()
+    methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False, repr=False)
 
     type: ClassVar[str]
     point_kind: ClassVar[str]
@@ -40,6 +42,9 @@ class Method:
     """Its points put each value vector alone on a λ line from SFT (``tables/efficacy``, ``figures/efficacy``)."""
     interference: ClassVar[bool] = False
     """Its points can include λ_u = 1 alone and with λ_v = 1 (``tables/interference``, ``figures/interference``)."""
+    planted_interference: ClassVar[bool] = False
+    """Built to interfere more than the vectors it comes from (a control): its interference rows against other
+    methods claim more interference, not less."""
 
     @property
     def penalty(self) -> Mapping[str, Any]:
@@ -66,6 +71,14 @@ class Method:
         """MODPO adapters it needs (one per evaluation weighting)."""
         return ()
 
+    def projection_jobs(self) -> tuple[ProjectionJob, ...]:
+        """Projected value vectors it is evaluated with."""
+        return ()
+
+    def planted_jobs(self) -> tuple[PlantedJob, ...]:
+        """Planted value vectors it is evaluated with."""
+        return ()
+
     # Evaluation
     def points(self, grid: GridSettings, seed: int = 0) -> pd.DataFrame:
         """The points it is evaluated at (``contracts.POINTS`` without ``method``)."""
@@ -85,6 +98,12 @@ class Method:
     def baseline(self) -> bool:
         """A penalty-free baseline: other methods' interference is compared with it."""
         return False
+
+    @property
+    def compared_with(self) -> str | None:
+        """The method whose vectors it is computed from, which ``tables/interference`` compares it with besides the
+        baselines (None: its vectors are trained)."""
+        return None
 
     @property
     def heatmap(self) -> bool:
@@ -114,11 +133,11 @@ class Method:
         if kind.penalised and weight == 0:
             raise key_error(f"methods.{self.name}.penalty.weight", f"is 0 with kind '{kind.name}': use kind "
                                                                    f"'{NO_PENALTY_KIND}' or a weight > 0")
-        for type_name, cls in METHOD_TYPES.items():
-            for option in set(cls.options) - set(self.options):
-                if self.section.get(option) is not None:
-                    raise key_error(f"methods.{self.name}.{option}", f"applies to methods of type '{type_name}' "
-                                                                     f"only; this method's type is '{self.type}'")
+        for option in dict.fromkeys(o for cls in METHOD_TYPES.values() for o in cls.options):
+            if option not in self.options and self.section.get(option) is not None:
+                owners = " or ".join(repr(t) for t, cls in METHOD_TYPES.items() if option in cls.options)
+                raise key_error(f"methods.{self.name}.{option}", f"applies to methods of type {owners} only; this "
+                                                                 f"method's type is '{self.type}'")
 
 
 METHOD_TYPES: dict[str, type[Method]] = {}
@@ -139,10 +158,11 @@ def method_class(type_name: str, name: str = "<method>") -> type[Method]:
 
 
 def method_from_section(name: str, section: Mapping[str, Any], values: Sequence[str] = (),
-                        weightings: Sequence[Sequence[float]] = ()) -> Method:
-    """The method of a ``methods.<name>`` section (``values`` in training order)."""
+                        weightings: Sequence[Sequence[float]] = (),
+                        methods: Mapping[str, Mapping[str, Any]] | None = None) -> Method:
+    """The method of a ``methods.<name>`` section (``values`` in training order; ``methods``: the run's sections)."""
     cls = method_class(section.get("type", DEFAULT_TYPE), name)
-    return cls(name, section, tuple(values), tuple(tuple(w) for w in weightings or ()))
+    return cls(name, section, tuple(values), tuple(tuple(w) for w in weightings or ()), dict(methods or {}))
 
 
 def method_for(name: str, config: Mapping[str, Any]) -> Method:
@@ -150,4 +170,4 @@ def method_for(name: str, config: Mapping[str, Any]) -> Method:
     if name not in config["methods"]:
         raise ConfigError(f"config key 'methods': no method named {name!r}; methods: {sorted(config['methods'])}")
     return method_from_section(name, config["methods"][name], value_order(config),
-                               config["evaluation"]["weightings"] or ())
+                               config["evaluation"]["weightings"] or (), config["methods"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from mva_core.penalty_kinds import NO_PENALTY_KIND
 
@@ -45,10 +45,18 @@ class VectorJob:
     value: str
     frozen_dirs: Mapping[str, str] = field(default_factory=dict, compare=False)
     penalty: Mapping[str, Any] = field(default_factory=lambda: dict(NO_PENALTY), compare=False)
+    init_tag: tuple[str, ...] = field(default=(), compare=False)
+    """Extra names its LoRA initialisation is seeded by: none (a value's vectors start alike in every chain), or a
+    replicate's own."""
 
     @property
     def frozen_values(self) -> tuple[str, ...]:
         return tuple(self.frozen_dirs)
+
+    @property
+    def init_seed_names(self) -> tuple[str, ...]:
+        """The names ``value_training.derive_seed(training seed, *names)`` seeds its initialisation with."""
+        return ("value", self.value, *self.init_tag)
 
     @property
     def path(self) -> str:
@@ -62,6 +70,39 @@ def vector_job(chain: str, value: str, values: Sequence[str], penalty: Mapping[s
         return VectorJob(chain, value)
     earlier = values[: list(values).index(value)]
     return VectorJob(chain, value, {u: vector_path(chain, u, values) for u in earlier}, dict(penalty))
+
+
+@dataclass(frozen=True)
+class DerivedJob:
+    """A value vector computed from trained ones without training (``mva_core.derived_vectors``): from ``source``,
+    the vector of its value it is computed from, and ``earlier``, value -> directory of the earlier values' vectors
+    (paths relative to ``seed_<s>/``)."""
+
+    method: str
+    value: str
+    source: str = field(compare=False)
+    earlier: Mapping[str, str] = field(compare=False)
+    folder: ClassVar[str]
+
+    @property
+    def path(self) -> str:
+        return f"{self.folder}/{self.method}/{self.value}"
+
+
+@dataclass(frozen=True)
+class ProjectionJob(DerivedJob):
+    """``source`` projected off the earlier vectors' spaces on ``sides`` (rows, columns or both)."""
+
+    folder: ClassVar[str] = "projected_vectors"
+    sides: str = field(kw_only=True, compare=False)
+
+
+@dataclass(frozen=True)
+class PlantedJob(DerivedJob):
+    """``source`` minus ``c`` times the earlier vectors (the planted-interference control)."""
+
+    folder: ClassVar[str] = "planted_vectors"
+    c: float = field(kw_only=True, compare=False)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
 """What the workflow plans from a run's methods: the questions its rules ask, answered by the method classes."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from mva_core.config_errors import ConfigError
 from mva_core.methods.base import Method, method_for
-from mva_core.methods.chains import INDEPENDENT, VectorJob, value_order, vector_job, vector_set_paths
+from mva_core.methods.chains import INDEPENDENT, PlantedJob, ProjectionJob, VectorJob, value_order, vector_job
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,26 @@ class MethodPlan:
         return sorted({job.chain for m in self for job in m.vector_jobs()} | {INDEPENDENT})
 
     def vector_job(self, chain: str, value: str) -> VectorJob:
-        """The training job of ``value`` in ``chain`` (a penalised method's name or ``independent``)."""
-        penalty = {} if chain == INDEPENDENT else self[chain].penalty
-        return vector_job(chain, value, self.values, penalty)
+        """The training job of ``value`` in ``chain`` (``independent``, or the name of the method that trains it)."""
+        if chain == INDEPENDENT:
+            return vector_job(INDEPENDENT, value, self.values, {})
+        return _find(self[chain].vector_jobs(), f"value vector {chain}/{value}", chain=chain, value=value)
+
+    @property
+    def projection_jobs(self) -> list[ProjectionJob]:
+        """Projected value vectors of every method, sorted by (method, value)."""
+        return sorted({job for m in self for job in m.projection_jobs()}, key=lambda job: (job.method, job.value))
+
+    def projection_job(self, method: str, value: str) -> ProjectionJob:
+        return _find(self[method].projection_jobs(), f"projected vector {method}/{value}", value=value)
+
+    @property
+    def planted_jobs(self) -> list[PlantedJob]:
+        """Planted value vectors of every method, sorted by (method, value)."""
+        return sorted({job for m in self for job in m.planted_jobs()}, key=lambda job: (job.method, job.value))
+
+    def planted_job(self, method: str, value: str) -> PlantedJob:
+        return _find(self[method].planted_jobs(), f"planted vector {method}/{value}", value=value)
 
     @property
     def decorrelation_sets(self) -> dict[str, str]:
@@ -62,12 +80,22 @@ class MethodPlan:
 
     def vector_set_dirs(self, vector_set: str) -> dict[str, str]:
         """Value -> directory (relative to ``seed_<s>/``) of each vector of ``vector_set``."""
-        return vector_set_paths(vector_set, self.values)
+        return _find(self, f"vector set {vector_set}", vector_set=vector_set).adapters()
 
     @property
     def baselines(self) -> list[str]:
         """Penalty-free baselines other methods' interference is compared with."""
         return [m.name for m in self if m.baseline]
+
+    @property
+    def interference_references(self) -> dict[str, str]:
+        """Method -> the method whose vectors it is computed from (compared with it in ``tables/interference``)."""
+        return {m.name: m.compared_with for m in self if m.compared_with is not None}
+
+    @property
+    def planted_methods(self) -> list[str]:
+        """Controls built to interfere more (their interference rows claim more, not less)."""
+        return [m.name for m in self if m.planted_interference]
 
     @property
     def heatmap_methods(self) -> list[str]:
@@ -88,3 +116,14 @@ class MethodPlan:
         """``figures/sensitivity`` is drawn when the weight sweep of the vector methods has at least 3 weights."""
         weights = {self[name].sensitivity_weight for name in self.vector_methods}
         return len(weights - {None}) >= 3
+
+
+Job = TypeVar("Job")
+
+
+def _find(jobs: Iterable[Job], what: str, **fields: str) -> Job:
+    """The one job of ``jobs`` whose attributes equal ``fields``; a ConfigError naming ``what`` when none does."""
+    for job in jobs:
+        if all(getattr(job, key) == wanted for key, wanted in fields.items()):
+            return job
+    raise ConfigError(f"{what}: no method of this config plans it")

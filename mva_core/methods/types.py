@@ -1,20 +1,26 @@
-"""The method types of the schema (``methods.<m>.type``): λ combinations of value vectors, and MODPO."""
+"""The method types of the schema (``methods.<m>.type``): λ combinations of value vectors (trained, replicated,
+projected or planted), and MODPO."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import pandas as pd
 
 from mva_core.config_errors import key_error
 from mva_core.grid import GridSettings, grid_points, line_points, modpo_points
-from mva_core.methods.base import Method, register_method
+from mva_core.methods.base import Method, method_from_section, register_method
 from mva_core.methods.chains import (
     INDEPENDENT,
+    DerivedJob,
     ModpoJob,
+    PlantedJob,
+    ProjectionJob,
     VectorJob,
     chain_of,
     vector_job,
     vector_path,
+    vector_set_paths,
 )
 from mva_core.penalty_kinds import unpenalised_kinds
 
@@ -156,3 +162,149 @@ class ModpoMethod(Method):
             if weighting[self.values.index(self.target)] <= 0:
                 raise key_error(f"evaluation.weightings[{i}]", f"gives modpo target {self.target!r} weight 0 "
                                                               f"(methods.{self.name}); MODPO divides by it")
+
+
+def _penalty_free(method: Method, why: str) -> None:
+    """A ConfigError unless ``method`` is penalty-free (``why``: what its vectors are)."""
+    kind = method.penalty_kind
+    if kind.penalised:
+        raise key_error(f"methods.{method.name}.penalty.kind", f"{kind.name!r} is not allowed for a {method.type} "
+                                                               f"method ({why}); allowed values: {unpenalised_kinds()}")
+
+
+@register_method
+class ReplicateMethod(GridMethod):
+    """Soup with the later values' vectors trained again from another initialisation (seeded by the method's name
+    too): a penalty-free replicate, for the null control ``replicate − soup``."""
+
+    type = "replicate"
+
+    @property
+    def vector_set(self) -> str:
+        return self.name
+
+    def vector_jobs(self) -> tuple[VectorJob, ...]:
+        first, *later = self.values
+        return (vector_job(INDEPENDENT, first, self.values, {}),
+                *(VectorJob(self.name, value, init_tag=(self.type, self.name)) for value in later))
+
+    @property
+    def baseline(self) -> bool:
+        return False
+
+    @property
+    def sensitivity(self) -> bool:
+        return False
+
+    def check(self) -> None:
+        super().check()
+        _penalty_free(self, "it replicates the penalty-free vectors")
+
+
+class DerivedMethod(GridMethod):
+    """Models from vectors computed, without training, from the vectors of method ``of`` (default: the penalty-free
+    vectors): its first value's vector as it is, each later value's from that value's and the earlier values'."""
+
+    options = ("of",)
+
+    @property
+    def source(self) -> Method | None:
+        """The method named by ``of`` (None: the penalty-free vectors)."""
+        name = self.section.get("of")
+        return None if name is None else method_from_section(name, self.methods[name], self.values, self.weightings,
+                                                             self.methods)
+
+    @property
+    def compared_with(self) -> str | None:
+        return self.section.get("of")
+
+    def source_adapters(self) -> dict[str, str]:
+        """Value -> directory of the vectors it is computed from."""
+        source = self.source
+        return source.adapters() if source is not None else vector_set_paths(INDEPENDENT, self.values)
+
+    def derived_job(self, value: str, source: str, earlier: Mapping[str, str]) -> DerivedJob:
+        raise NotImplementedError
+
+    def derived_jobs(self) -> tuple[DerivedJob, ...]:
+        """One job per later value: from its vector and the earlier values' vectors."""
+        sources = self.source_adapters()
+        return tuple(self.derived_job(value, sources[value], {u: sources[u] for u in self.values[:i]})
+                     for i, value in enumerate(self.values) if i > 0)
+
+    @property
+    def vector_set(self) -> str:
+        return self.name
+
+    def vector_jobs(self) -> tuple[VectorJob, ...]:
+        """The trained vectors it is computed from."""
+        source = self.source
+        return source.vector_jobs() if source is not None else tuple(
+            vector_job(INDEPENDENT, value, self.values, {}) for value in self.values)
+
+    def adapters(self) -> dict[str, str]:
+        first = self.values[0]
+        return {first: self.source_adapters()[first], **{job.value: job.path for job in self.derived_jobs()}}
+
+    @property
+    def baseline(self) -> bool:
+        return False
+
+    @property
+    def sensitivity(self) -> bool:
+        return False
+
+    def check(self) -> None:
+        super().check()
+        _penalty_free(self, "its vectors are computed from method 'of', not trained")
+        seen = [self.name]
+        method: Method = self
+        while (name := method.section.get("of")) is not None:
+            if name not in self.methods:
+                raise key_error(f"methods.{method.name}.of", f"{name!r} is not a method; allowed values: "
+                                                             f"{sorted(set(self.methods) - {method.name})}")
+            if name in seen:
+                raise key_error(f"methods.{method.name}.of", f"{name!r} leads back to itself: {' -> '.join([*seen, name])}")
+            method = method_from_section(name, self.methods[name], self.values, self.weightings, self.methods)
+            if method.vector_set is None:
+                raise key_error(f"methods.{seen[-1]}.of", f"{name!r} is a {method.type} method, which has no value "
+                                                          "vectors to build on")
+            seen.append(name)
+
+
+@register_method
+class PlantedMethod(DerivedMethod):
+    """A control of known extra interference: each later value's vector minus ``c`` times the earlier values'
+    vectors, as one exact LoRA (``mva_core.derived_vectors``); rows against other methods claim more interference."""
+
+    type = "planted"
+    options = ("of", "c")
+    planted_interference = True
+
+    def derived_job(self, value: str, source: str, earlier: Mapping[str, str]) -> PlantedJob:
+        return PlantedJob(self.name, value, source, earlier, c=float(self.section["c"]))
+
+    def planted_jobs(self) -> tuple[PlantedJob, ...]:
+        return self.derived_jobs()
+
+    def check(self) -> None:
+        if self.section.get("c") is None:
+            raise key_error(f"methods.{self.name}.c", "is required for a planted method: the multiple of the earlier "
+                                                      "values' vectors subtracted (a number > 0)")
+        super().check()
+
+
+@register_method
+class ProjectionMethod(DerivedMethod):
+    """A post-hoc decorrelation baseline: each later value's vector projected off the earlier values' column spaces
+    (``sides: columns``), row spaces (``rows``) or both (default) per LoRA module (``mva_core.derived_vectors``)."""
+
+    type = "projection"
+    options = ("of", "sides")
+    DEFAULT_SIDES: ClassVar[str] = "both"
+
+    def derived_job(self, value: str, source: str, earlier: Mapping[str, str]) -> ProjectionJob:
+        return ProjectionJob(self.name, value, source, earlier, sides=self.section.get("sides") or self.DEFAULT_SIDES)
+
+    def projection_jobs(self) -> tuple[ProjectionJob, ...]:
+        return self.derived_jobs()
