@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from mva_core.adapters import ADAPTER_WEIGHTS
 from mva_core.artifacts import config_hash, file_sha256
+from mva_core.bos import check_leading_bos, expected_bos
 from mva_core.combine import ValueMixer
 from mva_core.data.errors import DataError
 from mva_core.progress import LineProgress, row_progress
@@ -69,9 +70,12 @@ class _Row:
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, str]]) -> list[int]:
-    """Token ids of one prompt rendered with the chat template and the assistant generation prompt."""
+    """Token ids of one prompt rendered with the chat template and the assistant generation prompt; they start with
+    exactly one BOS token where the tokenizer expects one (``mva_core.bos``; else ValueError)."""
     text = tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    check_leading_bos(ids, expected_bos(tokenizer), "generation prompt")
+    return ids
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: pd.DataFrame) -> list[list[int]]:
