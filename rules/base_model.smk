@@ -14,6 +14,6 @@ rule base_model:
     resources:
         attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
-        runtime=30,
+        runtime=rule_runtime("base_model", 30),
     script:
         "../workflow_scripts/base_model.py"
