@@ -79,8 +79,8 @@ def test_the_plan_has_jobs_generate_jobs_per_method_and_seed_merged_before_scori
 
 @pytest.mark.slow
 def test_a_run_split_over_three_generate_jobs_scores_as_one_job(tmp_path):
-    """The smoke run up to mva's scores with one generate job, then again with three: the same scores tables; only
-    generation, merging and scoring are redone."""
+    """The smoke run up to mva's scores with one generate job, then again with three: the same scores tables; once
+    merged (the parts are temporary files, deleted then), nothing is redone."""
     data = write_smoke_data_root(tmp_path / "data")
     targets = [f"results/smoke/seed_1/evaluation/mva/scores_{value}.parquet" for value in ("helpful", "harmless")]
     tables = {}
@@ -92,6 +92,8 @@ def test_a_run_split_over_three_generate_jobs_scores_as_one_job(tmp_path):
         tables[jobs] = [pd.read_parquet(tmp_path / "work" / target) for target in targets]
         logs = sorted((tmp_path / "work/results/smoke/logs/generate/seed1/mva").glob("part*.log"))
         assert len(logs) >= jobs
+    again = snakemake(*targets, "-n", "--configfile", str(SMOKE), str(tmp_path / "overlay.yaml"), workdir=tmp_path / "work")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr  # merged parts stay merged
     for one, three in zip(tables[1], tables[3]):
         pd.testing.assert_frame_equal(three, one)
         assert sorted(one["sample"].unique()) == [0, 1]
