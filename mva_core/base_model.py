@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mva_core.artifacts import atomic_directory
+from mva_core.bos import BOS_PREFIX, expected_bos, template_renders_bos
 from mva_core.model_origin import ModelOrigin, gguf_license, source_origin
 from mva_core.training.records import TrainingMetadata
 
@@ -120,7 +121,8 @@ def ensure_chat_ready(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
                       settings: BaseModelSettings = BaseModelSettings()) -> None:
     """Give the tokenizer a pad token and the prompt format's chat template: ``chat_template`` keeps the model's
     own (ChatML when it has none, as Llama-2-hf), ``hh_transcript`` installs ``HH_TRANSCRIPT_TEMPLATE``, ``custom``
-    installs ``settings.chat_template``."""
+    installs ``settings.chat_template``. A tokenizer that puts a BOS token in front of text (Llama-2's ``<s>``) gets
+    a template that starts with it, unless the template already writes one (``mva_core.bos``)."""
     if settings.prompt_format not in PROMPT_FORMATS:
         raise ValueError(f"base_model.prompt_format {settings.prompt_format!r}: expected one of {PROMPT_FORMATS}")
     if (settings.prompt_format == "custom") != bool(settings.chat_template):
@@ -135,6 +137,8 @@ def ensure_chat_ready(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         tokenizer.chat_template = settings.chat_template
     elif not tokenizer.chat_template:
         tokenizer.chat_template = CHAT_TEMPLATE
+    if expected_bos(tokenizer) is not None and not template_renders_bos(tokenizer):
+        tokenizer.chat_template = BOS_PREFIX + tokenizer.chat_template
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 

@@ -177,6 +177,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise _key_error("compute.device", f"is cpu, but compute.gpus_per_job asks Slurm for {compute['gpus_per_job']} "
                                            "GPU(s) per GPU stage that no job would use; set gpus_per_job: 0, or "
                                            "device: auto to compute on the GPUs")
+    _check_generation(evaluation["generation"])
     for section in ("values", "methods"):
         for name in config[section]:
             if _PERIODIC_END.search(name):
@@ -190,6 +191,14 @@ def _check_dpo_lengths(dpo: Mapping[str, Any]) -> None:
     if dpo["max_prompt_length"] is not None and dpo["max_prompt_length"] >= dpo["max_length"]:
         raise _key_error("dpo.max_prompt_length", f"{dpo['max_prompt_length']} leaves no reply tokens within "
                                                   f"dpo.max_length ({dpo['max_length']}); it must be below it")
+
+
+def _check_generation(generation: Mapping[str, Any]) -> None:
+    """Several replies per prompt need sampling: greedy decoding would write the same reply every time."""
+    if generation["samples_per_prompt"] > 1 and not generation["do_sample"]:
+        raise _key_error("evaluation.generation.samples_per_prompt", f"is {generation['samples_per_prompt']}, but "
+                         "evaluation.generation.do_sample is false: greedy decoding gives the same reply every time; "
+                         "set do_sample: true or samples_per_prompt: 1")
 
 
 PRIMARY_ROW_COLUMNS = {"comparisons": {"method_a", "method_b", "metric", "weighting", "value"},

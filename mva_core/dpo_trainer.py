@@ -36,13 +36,25 @@ LOG_METRICS = ("dpo_loss", "penalty", "delta_w_norm", "rewards/accuracies", "rew
 
 @dataclass
 class PreferenceCollator(DataCollatorForPreference):
-    """TRL's preference collator, plus left truncation of the prompt and a pass-through ``pair_id`` list."""
+    """TRL's preference collator, plus left truncation of the prompt and a pass-through ``pair_id`` list.
+
+    A prompt longer than ``max_prompt_length`` keeps its end, and its leading ``bos_token_id`` (the BOS of a
+    tokenizer that expects one, ``mva_core.bos``; None: no such token) stays first."""
 
     max_prompt_length: int | None = None
+    bos_token_id: int | None = None
+
+    def truncate_prompt(self, ids: list[int]) -> list[int]:
+        """The last ``max_prompt_length`` tokens of a prompt, the first of them its BOS if it starts with one."""
+        if self.max_prompt_length is None or len(ids) <= self.max_prompt_length:
+            return ids
+        if self.bos_token_id is not None and ids[:1] == [self.bos_token_id]:
+            return ids[:1] + ids[len(ids) - self.max_prompt_length + 1:]
+        return ids[-self.max_prompt_length:]
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         if self.max_prompt_length is not None:
-            examples = [{**ex, "prompt_ids": ex["prompt_ids"][-self.max_prompt_length :]} for ex in examples]
+            examples = [{**ex, "prompt_ids": self.truncate_prompt(list(ex["prompt_ids"]))} for ex in examples]
         batch = super().torch_call(examples)
         if "pair_id" in examples[0]:
             batch["pair_id"] = [ex["pair_id"] for ex in examples]

@@ -43,7 +43,7 @@ from mva_core.variance import (
 N_SIMULATIONS = 4000
 """Simulated runs per design: the median mde to about ±1%."""
 SIMULATION_SEED = 0
-PER_ANSWER_STAGES = ("generate", "score")
+PER_ANSWER_STAGES = ("generate", "merge_generations", "score")
 """Benchmarked stages whose work grows with seeds × evaluation prompts."""
 PER_SEED_STAGES = ("train_value_vector", "train_modpo_vector", "decorrelation_table")
 """Benchmarked stages run once per training seed; every other stage runs once per run."""

@@ -2,7 +2,9 @@
 
 ``reward_tensor`` pivots one training seed's scores into ``rewards[point, value, prompt]``; ``seeded_rewards`` stacks
 the seeds into ``rewards[seed, point, value, prompt]``. Points are sorted by (method, point_id), values and prompts
-by name, so every consumer indexes the same way.
+by name, so every consumer indexes the same way. Where a prompt was answered several times (a ``sample`` column:
+``evaluation.generation.samples_per_prompt``), its entry is the mean of its samples' rewards, so the prompt stays
+the unit every statistic resamples.
 """
 from __future__ import annotations
 
@@ -48,9 +50,11 @@ def reward_tensor(scores: pd.DataFrame) -> RewardTensor:
     if bad.any():
         raise ValueError(f"non-finite reward in scores row {scores[bad].iloc[0].to_dict()}")
     cols = ["method", "point_id", "value", "prompt_id"]
-    dup = scores.duplicated(cols)
+    dup = scores.duplicated(cols + (["sample"] if "sample" in scores.columns else []))
     if dup.any():
         raise ValueError(f"duplicate score for {scores.loc[dup, cols].iloc[0].to_dict()}")
+    if "sample" in scores.columns:
+        scores = mean_over_samples(scores)
     keys = pd.MultiIndex.from_frame(scores[KEY].drop_duplicates().astype(str)).sort_values()
     values = tuple(sorted(scores["value"].astype(str).unique()))
     prompts = tuple(sorted(scores["prompt_id"].astype(str).unique()))
@@ -66,6 +70,19 @@ def reward_tensor(scores: pd.DataFrame) -> RewardTensor:
             f"point_id={keys[ki][1]!r} value={values[vi]!r} prompt_id={prompts[pi]!r}"
         )
     return RewardTensor(keys, values, prompts, rewards)
+
+
+def mean_over_samples(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, point_id, value, prompt_id) with the mean ``reward`` of its samples; ValueError unless
+    every prompt has the same number of samples (a missing sample would weight its prompt differently)."""
+    cols = ["method", "point_id", "value", "prompt_id"]
+    grouped = scores.groupby(cols, sort=False, dropna=False)["reward"]
+    counts = grouped.size()
+    if counts.nunique() > 1:
+        fewest = counts.idxmin()
+        raise ValueError(f"scores incomplete: {dict(zip(cols, fewest))} has {counts.min()} samples, others up to "
+                         f"{counts.max()}")
+    return grouped.mean().reset_index()
 
 
 @dataclass(frozen=True)

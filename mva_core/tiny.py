@@ -39,21 +39,26 @@ class TinyModelSpec:
     max_position_embeddings: int = 1024
 
 
-def build_tiny_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 512) -> PreTrainedTokenizerBase:
-    """Train a byte-level BPE tokenizer on ``corpus`` (a small built-in text when None), with a chat template."""
+def build_tiny_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 512,
+                         add_bos_token: bool = False) -> PreTrainedTokenizerBase:
+    """Train a byte-level BPE tokenizer on ``corpus`` (a small built-in text when None), with a chat template.
+
+    Like SmolLM2's, its BOS token is ``<|im_start|>`` and it puts nothing in front of text; ``add_bos_token`` makes
+    it Llama-2-like instead: BOS ``<s>`` (an extra special token), put in front of every text it tokenises."""
     texts = list(corpus) if corpus is not None else _DEFAULT_CORPUS
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + (["<s>"] if add_bos_token else []),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     backend.train_from_iterator(texts, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="<|im_end|>", bos_token="<|im_start|>"
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<|im_end|>",
+        bos_token="<s>" if add_bos_token else "<|im_start|>", add_bos_token=add_bos_token,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer

@@ -30,6 +30,7 @@ from mva_core.dpo_trainer import (
     preference_dataset,
     total_norm,
 )
+from mva_core.bos import expected_bos
 from mva_core.lora import LoraSettings
 from mva_core.model_origin import adapter_base
 from mva_core.modpo import MODPOTrainer
@@ -144,6 +145,7 @@ def train_value_vector(
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
             max_length=dpo.max_length,
             max_prompt_length=dpo.max_prompt_length,
+            bos_token_id=expected_bos(tokenizer),
         )
         objective: dict[str, Any] = {"margin_weights": dict(margin_weights), "beta": dpo.beta} if modpo else {}
         if args.precompute_ref_log_probs:

@@ -1,7 +1,7 @@
 """How much a run's evaluation asks for, known when the workflow is planned, before any job runs.
 
-``evaluation_workload`` counts the λ points of every method and the evaluation prompts: points × prompts is the number
-of generations per training seed (each is also scored once per value). The Snakefile prints it and refuses a plan
+``evaluation_workload`` counts the λ points of every method and the evaluation prompts: points × prompts × samples per
+prompt is the number of generations per training seed (each is also scored once per value). The Snakefile prints it and refuses a plan
 above ``evaluation.max_generations_per_seed`` (null: no ceiling); the evaluation-prompts job checks the ceiling again
 with the prompts it actually found (a prompt source with ``n: null`` is counted only there).
 
@@ -38,6 +38,8 @@ class EvaluationWorkload:
     """Prompts known at plan time (eval splits and prompt sources with ``n``)."""
     whole_sources: tuple[str, ...] = ()
     """Prompt sources with ``n: null``: all their prompts are used, a number known only to the evaluation-prompts job."""
+    samples: int = 1
+    """Replies per prompt and point (``evaluation.generation.samples_per_prompt``)."""
 
     @property
     def n_points(self) -> int:
@@ -45,14 +47,15 @@ class EvaluationWorkload:
 
     @property
     def generations_per_seed(self) -> int:
-        return self.n_points * self.prompts
+        return self.n_points * self.prompts * self.samples
 
     def summary(self, n_seeds: int, ceiling: int | None) -> str:
         """One line: points per method, prompts and generations per training seed, and the ceiling."""
         per_method = ", ".join(f"{name} {n:,}" for name, n in self.points.items())
         prompts = f"{self.prompts:,}" + (f" + all of {list(self.whole_sources)}" if self.whole_sources else "")
         at_least = "at least " if self.whole_sources else ""
-        return (f"Evaluation plan: {self.n_points:,} λ points ({per_method}) x {prompts} prompts = {at_least}"
+        prompts += f" prompts x {self.samples} samples" if self.samples > 1 else " prompts"
+        return (f"Evaluation plan: {self.n_points:,} λ points ({per_method}) x {prompts} = {at_least}"
                 f"{self.generations_per_seed:,} generations per training seed, {n_seeds} training seed(s) (ceiling "
                 f"{'none' if ceiling is None else f'{ceiling:,}'}: {CEILING_KEY})")
 
@@ -60,12 +63,14 @@ class EvaluationWorkload:
         """Raise ConfigError (key ``evaluation.max_generations_per_seed``) when the generations per seed, with
         ``prompts`` prompts (default: the planned ones), exceed ``ceiling`` (None: no ceiling)."""
         prompts = self.prompts if prompts is None else prompts
-        generations = self.n_points * prompts
+        generations = self.n_points * prompts * self.samples
+        samples = f" x {self.samples} samples" if self.samples > 1 else ""
         if ceiling is not None and generations > ceiling:
             raise key_error(CEILING_KEY, f"is {ceiling:,}, but this config asks for {generations:,} generations per "
                                          f"training seed ({self.n_points:,} λ points of all methods x {prompts:,} "
-                                         f"prompts); shrink evaluation.grid, the methods or the "
-                                         f"prompts, or raise {CEILING_KEY} (null: no ceiling) if you mean it")
+                                         f"prompts{samples}); shrink evaluation.grid, the methods, the "
+                                         f"prompts or the samples, or raise {CEILING_KEY} (null: no ceiling) if you "
+                                         "mean it")
 
 
 def evaluation_workload(config: Mapping[str, Any]) -> EvaluationWorkload:
@@ -82,7 +87,8 @@ def evaluation_workload(config: Mapping[str, Any]) -> EvaluationWorkload:
             points[name] = len(method.points(grid, seed=config["seed"]))
     sources = evaluation["prompt_sources"]
     prompts = evaluation["prompts_per_value"] * k + sum(s["n"] for s in sources if s.get("n") is not None)
-    return EvaluationWorkload(points, prompts, tuple(s["name"] for s in sources if s.get("n") is None))
+    return EvaluationWorkload(points, prompts, tuple(s["name"] for s in sources if s.get("n") is None),
+                              evaluation["generation"].get("samples_per_prompt", 1))
 
 
 def policy_positions(model_dir: str | Path) -> int | None:

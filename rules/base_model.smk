@@ -14,7 +14,7 @@ rule base_model:
     resources:
         attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
-        runtime=30,
+        runtime=rule_runtime("base_model", 30),
     conda:
         CONDA_ENV
     script:

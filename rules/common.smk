@@ -73,6 +73,7 @@ wildcard_constraints:
     split="|".join(SPLITS),
     seed="|".join(SEEDS),
     index=r"\d+",
+    part=r"\d+",
 
 
 # Files the fetch_data jobs may write: the manifest's files found under no data root.
@@ -99,6 +100,12 @@ def job_attempt(wildcards, attempt):
     """Resource ``attempt`` of every job: its attempt number, which Snakemake gives to resource functions but not to
     scripts. mva_core.job_failures reads it to end the retry of a permanent failure at once."""
     return attempt
+
+
+def rule_runtime(rule, minutes):
+    """Minutes a job of ``rule`` asks for (resource ``runtime``, Slurm ``-t``): ``compute.runtime.<rule>`` where the
+    config sets it (the paper configs, from the estimate in docs/cluster.md), else ``minutes``."""
+    return config["compute"]["runtime"].get(rule, minutes)
 
 
 def heavy_threads(wildcards):

@@ -1,6 +1,6 @@
-# Evaluation: held-out prompts (eval splits and/or evaluation.prompt_sources) -> one generation job per method
-# (all grid points, one model load) -> one scoring job per method and value -> held-out selection, frontiers,
-# paired comparisons and win rates (tables/).
+# Evaluation: held-out prompts (eval splits and/or evaluation.prompt_sources) -> evaluation.generation.jobs
+# generation jobs per method (each every jobs-th row of all grid points, one model load), merged -> one scoring job
+# per method and value -> held-out selection, frontiers, paired comparisons and win rates (tables/).
 # Their outputs are flagged update(): a failed rerun keeps the previous run's files (mva_core.kept_outputs).
 
 # Tables of the frontiers rule: field of mva_core.reporting.EvaluationTables -> tables/<file>.parquet
@@ -10,6 +10,8 @@ TABLES = {"means": "mean_rewards", "frontiers": "frontiers", "selections": "sele
 MARKDOWN_TABLES = ["frontiers", "win_rates", "comparisons", "baseline_comparisons", "efficacy", "interference"]
 # Penalty-free baselines whose interference and held-out rewards every other method is compared with.
 INTERFERENCE_BASELINES = PLAN.baselines
+GENERATION = config["evaluation"]["generation"]
+GENERATION_PARTS = range(GENERATION["jobs"])  # the {part} of each generate job of a method and seed
 
 
 rule evaluation_prompts:
@@ -77,27 +79,55 @@ rule generate:
         prompts=f"{RUN}/evaluation/prompts.parquet",
         points=f"{RUN}/evaluation/{{method}}/points.parquet",
     output:
-        update(f"{SEED_RUN}/evaluation/{{method}}/generations.parquet"),
+        temp(f"{SEED_RUN}/evaluation/{{method}}/generation_parts/{{part}}.parquet"),
     params:
         adapters=lambda wc: list(method_adapters(wc)),
         method_type=lambda wc: PLAN[wc.method].type,
-        generation={**config["evaluation"]["generation"],
+        generation={**{key: value for key, value in GENERATION.items() if key != "jobs"},
                     "stop_strings": stop_strings(config["base_model"]["prompt_format"])},
-        shard_dir=checkpoint_path("generate", "seed{seed}", "{method}"),
+        part=lambda wc: int(wc.part),
+        parts=GENERATION["jobs"],
+        shard_dir=checkpoint_path("generate", "seed{seed}", "{method}", "part{part}"),
     threads: heavy_threads
     log:
-        log_path("generate", "seed{seed}", "{method}"),
+        log_path("generate", "seed{seed}", "{method}", "part{part}"),
     benchmark:
-        benchmark_path("generate", "seed{seed}", "{method}")
+        benchmark_path("generate", "seed{seed}", "{method}", "part{part}")
     resources:
         attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
-        runtime=480,
+        runtime=rule_runtime("generate", 480),
         gpu=config["compute"]["gpus_per_job"],
     conda:
         CONDA_ENV
     script:
         "../workflow_scripts/generate.py"
+
+
+rule merge_generations:
+    input:
+        parts=lambda wc: [seed_path(f"evaluation/{wc.method}/generation_parts/{part}.parquet", wc.seed)
+                          for part in GENERATION_PARTS],
+        prompts=f"{RUN}/evaluation/prompts.parquet",
+        points=f"{RUN}/evaluation/{{method}}/points.parquet",
+    output:
+        update(f"{SEED_RUN}/evaluation/{{method}}/generations.parquet"),
+    params:
+        samples_per_prompt=GENERATION["samples_per_prompt"],
+    log:
+        log_path("merge_generations", "seed{seed}", "{method}"),
+    benchmark:
+        benchmark_path("merge_generations", "seed{seed}", "{method}")
+    threads: 1
+    resources:
+        attempt=job_attempt,
+        mem_mb=4000,
+        runtime=10,
+    localrule: True
+    conda:
+        CONDA_ENV
+    script:
+        "../workflow_scripts/merge_generations.py"
 
 
 rule score:
@@ -119,7 +149,7 @@ rule score:
     resources:
         attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=240,
+        runtime=rule_runtime("score", 240),
         gpu=config["compute"]["gpus_per_job"],
     conda:
         CONDA_ENV

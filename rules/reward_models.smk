@@ -20,7 +20,7 @@ rule train_reward_model:
     resources:
         attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
-        runtime=240,
+        runtime=rule_runtime("train_reward_model", 240),
         gpu=config["compute"]["gpus_per_job"],
     conda:
         CONDA_ENV
@@ -45,7 +45,7 @@ rule reward_model_accuracy:
     resources:
         attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=60,
+        runtime=rule_runtime("reward_model_accuracy", 60),
         gpu=config["compute"]["gpus_per_job"],
     conda:
         CONDA_ENV

@@ -20,7 +20,7 @@ rule sft:
     resources:
         attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
-        runtime=240,
+        runtime=rule_runtime("sft", 240),
         gpu=config["compute"]["gpus_per_job"],
     conda:
         CONDA_ENV

@@ -26,7 +26,7 @@ rule train_value_vector:
     resources:
         attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
-        runtime=480,
+        runtime=rule_runtime("train_value_vector", 480),
         gpu=config["compute"]["gpus_per_job"],
     conda:
         CONDA_ENV
@@ -130,7 +130,7 @@ rule train_modpo_vector:
     resources:
         attempt=job_attempt,
         mem_mb=lambda wildcards, attempt: config["compute"]["mem_mb"] * attempt,
-        runtime=480,
+        runtime=rule_runtime("train_modpo_vector", 480),
         gpu=config["compute"]["gpus_per_job"],
     conda:
         CONDA_ENV

@@ -172,7 +172,7 @@ def test_smoke_run_killed_during_training_and_generation_resumes_to_identical_re
     rng.seed(seed)
     rerun = [*args, "--rerun-incomplete"]
     for log, tsv in [("train_value_vector/seed1/mva/harmless.log", "train_value_vector/seed1/mva/harmless.tsv"),
-                     ("generate/seed1/mva.log", "generate/seed1/mva.tsv")]:
+                     ("generate/seed1/mva/part0.log", "generate/seed1/mva/part0.tsv")]:
         moment = rng.uniform(0.1, 0.9) * _job_seconds(ref_run, tsv)
         killed = _run_until_killed(rerun, tmp_path, run / "logs" / log, moment)
         print(f"seed {seed}: killed {killed} at {moment:.1f}s into {log}")

@@ -1,5 +1,6 @@
 """generate_grid: per-row λ batches equal merged models, only new tokens, batching invariance (rows and token
-budget), shard resume, out-of-memory back-off."""
+budget), shard resume, out-of-memory back-off and growth back, sampling seeded per row (independent of batch size,
+out-of-memory halving and job splits), several samples per prompt, split and merged parts."""
 from __future__ import annotations
 
 import copy
@@ -10,12 +11,14 @@ import pytest
 import torch
 
 from mva_core.combine import ValueMixer, merge_explicit
-from mva_core.generation import GenerationSettings, encode_prompts, generate_grid, plan_batches
+from mva_core.generation import GenerationSettings, MemoryBackoff, encode_prompts, generate_grid, merge_parts, plan_batches
+from mva_core.sampling import RowSampler, row_seed
 
 QUESTIONS = ["Hi", "What is the capital of France?", "Please explain how photosynthesis works in simple words.",
              "How do I fix a flat tire?", "Mix flour"]
 SETTINGS = GenerationSettings(max_new_tokens=8, batch_size=8)
 BUDGETED = GenerationSettings(max_new_tokens=8, batch_size=8, max_batch_tokens=100)  # prompts of 13-20 tokens
+SAMPLED = GenerationSettings(max_new_tokens=8, batch_size=8, do_sample=True, temperature=0.8, top_p=0.9, top_k=40, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,9 @@ def reference_response(model, tokenizer, ids: list[int], max_new_tokens: int) ->
 def test_mixer_grid_equals_merged_models(setup):
     tokenizer, model, adapters, mixer, prompts, points = setup
     result = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False)
-    assert list(result.columns) == ["point_id", "prompt_id", "response", "n_prompt_tokens", "n_response_tokens", "finished"]
+    assert list(result.columns) == ["point_id", "prompt_id", "sample", "response", "n_prompt_tokens",
+                                    "n_response_tokens", "finished"]
+    assert (result["sample"] == 0).all()
     assert list(zip(result.point_id, result.prompt_id)) == [(pt, pr) for pt in points.point_id for pr in prompts.prompt_id]
     encoded = encode_prompts(tokenizer, prompts)
     for point in points.itertuples():
@@ -139,57 +144,162 @@ def test_lambda_columns_must_match_mixer(setup):
         generate_grid(mixer.model, tokenizer, mixer, prompts, points.drop(columns="lam_safe"), SETTINGS, progress=False)
 
 
-def test_out_of_memory_halves_the_batch(setup, monkeypatch):
-    tokenizer, _, _, mixer, prompts, points = setup
-    expected = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False)
-    real_generate, sizes = mixer.model.generate, []
-
-    def small_memory_generate(*, input_ids, **kwargs):
-        sizes.append(len(input_ids))
-        if len(input_ids) > 2:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_generate(input_ids=input_ids, **kwargs)
-
-    monkeypatch.setattr(mixer.model, "generate", small_memory_generate)
-    pd.testing.assert_frame_equal(generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False), expected)
-    assert sizes[:3] == [8, 4, 2] and set(sizes[3:]) == {2}
-
-
-def test_out_of_memory_halves_the_token_budget(setup, monkeypatch):
-    tokenizer, _, _, mixer, prompts, points = setup
-    expected = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False)
-    real_generate, shapes = mixer.model.generate, []
+def flaky_memory(monkeypatch, model, fits) -> list[tuple[int, int, bool]]:
+    """Make ``model.generate`` raise an out-of-memory error unless ``fits(rows, padded tokens)``; returns the
+    (rows, prompt width, failed) of every call."""
+    real_generate, calls = model.generate, []
 
     def small_memory_generate(*, input_ids, max_new_tokens, **kwargs):
-        shapes.append(tuple(input_ids.shape))
-        if input_ids.shape[0] * (input_ids.shape[1] + max_new_tokens) > 60:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        rows, width = input_ids.shape
+        calls.append((rows, width, not fits(rows, rows * (width + max_new_tokens))))
+        if calls[-1][2]:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_generate(input_ids=input_ids, max_new_tokens=max_new_tokens, **kwargs)
 
-    monkeypatch.setattr(mixer.model, "generate", small_memory_generate)
+    monkeypatch.setattr(model, "generate", small_memory_generate)
+    return calls
+
+
+def test_out_of_memory_recovery_grows_the_batch_back(setup, monkeypatch):
+    tokenizer, _, _, mixer, prompts, _ = setup
+    points = pd.DataFrame({"point_id": range(16), "lam_care": [i / 8 for i in range(16)], "lam_safe": [1.0] * 16})
+    one_prompt = prompts.head(1)  # every row has the same width: memory is a matter of rows
+    expected = generate_grid(mixer.model, tokenizer, mixer, one_prompt, points, SETTINGS, progress=False)
+    calls = flaky_memory(monkeypatch, mixer.model, lambda rows, tokens: rows <= 6)
+    result = generate_grid(mixer.model, tokenizer, mixer, one_prompt, points, SETTINGS, progress=False)
+    pd.testing.assert_frame_equal(result, expected)
+    # 8 rows fail: half of them; that succeeds and the cap doubles back, up to 3/4 of what failed: 6 rows, which fit
+    assert [(rows, failed) for rows, _, failed in calls] == [(8, True), (4, False), (6, False), (6, False)]
+
+
+def test_out_of_memory_on_the_longest_prompts_leaves_the_short_ones_full_batches(setup, monkeypatch):
+    tokenizer, _, _, mixer, prompts, _ = setup
+    points = pd.DataFrame({"point_id": range(8), "lam_care": [i / 4 for i in range(8)], "lam_safe": [0.5] * 8})
+    expected = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False)
+    calls = flaky_memory(monkeypatch, mixer.model, lambda rows, tokens: tokens <= 200)
+    pd.testing.assert_frame_equal(generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False),
+                                  expected)
+    assert calls[0][2] and calls[0][:2] == (8, 20)  # the queue starts with the longest prompts: 8 × (20 + 8) > 200
+    assert sum(rows for rows, _, failed in calls if not failed) == len(expected)
+    # half the failed batch's 224 tokens (4 rows of 20), then back to 3/4 of it: 6 rows of 20, 7 of the shorter 14
+    assert [rows for rows, _, failed in calls if not failed][:2] == [4, 6] and (7, 14, False) in calls
+    assert sum(failed for *_, failed in calls) == 1
+
+
+def test_out_of_memory_under_a_token_budget(setup, monkeypatch):
+    tokenizer, _, _, mixer, prompts, points = setup
+    expected = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False)
+    calls = flaky_memory(monkeypatch, mixer.model, lambda rows, tokens: tokens <= 60)
     result = generate_grid(mixer.model, tokenizer, mixer, prompts, points, BUDGETED, progress=False)
     pd.testing.assert_frame_equal(result, expected)
-    # 3 rows × (20 + 8) = 84 > 60 fails, the budget becomes 42: one row of 20 tokens; short rows pair up again
-    assert [rows for rows, _ in shapes[:3]] == [3, 1, 1]
-    assert all(rows * (width + 8) <= 42 for rows, width in shapes[1:]) and max(rows for rows, _ in shapes) == 3
-    assert sum(rows for rows, _ in shapes[1:]) == len(expected)
+    assert calls[0] == (3, 20, True)  # 3 × (20 + 8) = 84 ≤ the budget of 100, but more than fits
+    assert all(rows == 1 or rows * (width + 8) <= 100 for rows, width, _ in calls)
+    assert sum(rows for rows, _, failed in calls if not failed) == len(expected)
+    assert 2 in [rows for rows, _, failed in calls if not failed] and sum(failed for *_, failed in calls) <= 3
 
 
-def test_sampling_is_seeded(setup, monkeypatch):
+def test_a_single_row_out_of_memory_is_raised(setup, monkeypatch):
     tokenizer, _, _, mixer, prompts, points = setup
-    sampled = GenerationSettings(max_new_tokens=8, batch_size=8, do_sample=True, temperature=0.8, top_p=0.9, seed=3)
+    flaky_memory(monkeypatch, mixer.model, lambda rows, tokens: False)
+    with pytest.raises(torch.OutOfMemoryError):
+        generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False)
+
+
+def test_memory_backoff_halves_then_grows_back_below_what_failed():
+    memory = MemoryBackoff()
+    assert memory.limit(None) is None and memory.limit(500) == 500
+    memory.failed(800)
+    assert memory.limit(None) == 400 and memory.limit(300) == 300
+    memory.succeeded()
+    assert memory.cap == 600
+    memory.succeeded()
+    assert memory.cap == 600  # never back to the 800 that failed
+    memory.failed(600)
+    assert (memory.cap, memory.ceiling) == (300, 600)
+    memory.succeeded()
+    assert memory.cap == 450
+
+
+def test_sampling_is_seeded_per_row(setup, monkeypatch):
+    tokenizer, _, _, mixer, prompts, points = setup
     real_generate, options = mixer.model.generate, []
 
     def recording_generate(**kwargs):
-        options.append({k: kwargs.get(k) for k in ("do_sample", "temperature", "top_p")})
+        options.append((kwargs["do_sample"], [type(p) for p in kwargs.get("logits_processor", [])]))
         return real_generate(**kwargs)
 
     monkeypatch.setattr(mixer.model, "generate", recording_generate)
-    runs = [generate_grid(mixer.model, tokenizer, mixer, prompts, points, sampled, progress=False) for _ in range(2)]
+    runs = [generate_grid(mixer.model, tokenizer, mixer, prompts, points, SAMPLED, progress=False) for _ in range(2)]
     pd.testing.assert_frame_equal(*runs)  # the same seed: the same text
-    assert options and all(o == {"do_sample": True, "temperature": 0.8, "top_p": 0.9} for o in options)
+    assert options and all(o == (False, [RowSampler]) for o in options)  # transformers' own sampling is never used
     # ... and it really samples: another seed gives other text, and neither is the greedy answer
-    other = generate_grid(mixer.model, tokenizer, mixer, prompts, points, replace(sampled, seed=4), progress=False)
+    other = generate_grid(mixer.model, tokenizer, mixer, prompts, points, replace(SAMPLED, seed=4), progress=False)
     greedy = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SETTINGS, progress=False)
     assert (other.response != runs[0].response).mean() > 0.5
     assert (runs[0].response != greedy.response).mean() > 0.5 and (other.response != greedy.response).mean() > 0.5
+
+
+@pytest.mark.parametrize("batching", [dict(batch_size=1), dict(batch_size=3), dict(max_batch_tokens=60)],
+                         ids=["rows_1", "rows_3", "token_budget"])
+def test_sampled_outputs_do_not_depend_on_the_batching(setup, batching):
+    tokenizer, _, _, mixer, prompts, points = setup
+    reference = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SAMPLED, progress=False)
+    other = generate_grid(mixer.model, tokenizer, mixer, prompts, points, replace(SAMPLED, **batching), progress=False)
+    pd.testing.assert_frame_equal(other, reference)
+
+
+def test_sampled_outputs_survive_an_out_of_memory_halving(setup, monkeypatch):
+    tokenizer, _, _, mixer, prompts, points = setup
+    reference = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SAMPLED, progress=False)
+    calls = flaky_memory(monkeypatch, mixer.model, lambda rows, tokens: rows <= 3)
+    pd.testing.assert_frame_equal(generate_grid(mixer.model, tokenizer, mixer, prompts, points, SAMPLED, progress=False),
+                                  reference)
+    assert any(failed for *_, failed in calls)
+
+
+@pytest.mark.parametrize("settings", [SETTINGS, replace(SAMPLED, samples_per_prompt=2)], ids=["greedy", "sampled"])
+def test_parts_merge_into_the_single_job_table(setup, settings):
+    tokenizer, _, _, mixer, prompts, points = setup
+    whole = generate_grid(mixer.model, tokenizer, mixer, prompts, points, settings, progress=False)
+    parts = [generate_grid(mixer.model, tokenizer, mixer, prompts, points, settings, progress=False, part=i, parts=3)
+             for i in range(3)]
+    sizes = [len(p) for p in parts]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == len(whole)
+    n_prompt_tokens = sorted(whole.n_prompt_tokens, reverse=True)
+    assert parts[0].n_prompt_tokens.max() == n_prompt_tokens[0] and parts[2].n_prompt_tokens.max() == n_prompt_tokens[2]
+    pd.testing.assert_frame_equal(merge_parts(parts[::-1], prompts, points, settings.samples_per_prompt), whole)
+    with pytest.raises(ValueError, match="missing"):
+        merge_parts(parts[:2], prompts, points, settings.samples_per_prompt)
+    with pytest.raises(ValueError, match="overlap"):
+        merge_parts([parts[0], *parts], prompts, points, settings.samples_per_prompt)
+    with pytest.raises(ValueError, match="part 3 of 3"):
+        generate_grid(mixer.model, tokenizer, mixer, prompts, points, settings, progress=False, part=3, parts=3)
+
+
+def test_several_samples_per_prompt(setup):
+    tokenizer, _, _, mixer, prompts, points = setup
+    three = generate_grid(mixer.model, tokenizer, mixer, prompts, points, replace(SAMPLED, samples_per_prompt=3),
+                          progress=False)
+    assert len(three) == 3 * len(prompts) * len(points) and sorted(three["sample"].unique()) == [0, 1, 2]
+    by_sample = three.pivot(index=["point_id", "prompt_id"], columns="sample", values="response")
+    assert (by_sample[0] != by_sample[1]).mean() > 0.5  # different draws, not copies
+    one = generate_grid(mixer.model, tokenizer, mixer, prompts, points, SAMPLED, progress=False)
+    pd.testing.assert_frame_equal(three[three["sample"] == 0].reset_index(drop=True), one)  # seeds per row
+    with pytest.raises(ValueError, match="samples_per_prompt"):
+        GenerationSettings(samples_per_prompt=2)
+
+
+def test_the_row_sampler_draws_from_the_warped_distribution():
+    probabilities = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    scores = probabilities.log().expand(4000, 4).clone()
+    seeds = [row_seed(0, "p", f"q{i}", 0) for i in range(4000)]
+    tokens = RowSampler(seeds)(torch.zeros(4000, 1, dtype=torch.long), scores.clone()).argmax(-1)
+    frequencies = torch.bincount(tokens, minlength=4) / 4000
+    assert torch.allclose(frequencies, probabilities, atol=0.03)
+    nucleus = RowSampler(seeds, top_p=0.7)(torch.zeros(4000, 1, dtype=torch.long), scores.clone()).argmax(-1)
+    frequencies = torch.bincount(nucleus, minlength=4) / 4000  # top-p keeps 0.5 and 0.3: 0.625 / 0.375
+    assert frequencies[2:].sum() == 0 and abs(frequencies[0] - 0.625) < 0.03
+    cold = RowSampler(seeds, temperature=0.25, top_k=3)(torch.zeros(4000, 1, dtype=torch.long), scores.clone()).argmax(-1)
+    expected = torch.softmax(probabilities.log()[:3] / 0.25, dim=0)
+    assert torch.allclose(torch.bincount(cold, minlength=4)[:3] / 4000, expected, atol=0.03)
+    assert row_seed(0, "p", "q", 0) != row_seed(0, "p", "q", 1) != row_seed(1, "p", "q", 1)

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from mva_core.contracts import ContractError
-from mva_core.rewards import attach_points, reward_tensor, value_columns, wide_means
+from mva_core.rewards import attach_points, reward_tensor, seeded_rewards, value_columns, wide_means
 
 VALUES = ["harmless", "helpful"]
 
@@ -38,6 +38,19 @@ def test_reward_tensor_names_missing_and_duplicate_scores():
         reward_tensor(pd.concat([scores, scores.iloc[:1]]))
     with pytest.raises(ValueError, match="non-finite"):
         reward_tensor(scores.assign(reward=np.where(scores.index == 2, np.inf, scores["reward"])))
+
+
+def test_samples_are_averaged_within_their_prompt():
+    first = long_scores({("m", "p0"): np.arange(6.0).reshape(2, 3)}).assign(sample=0)
+    second = first.assign(sample=1, reward=first["reward"] + 10)
+    tensor = reward_tensor(pd.concat([second, first]).sample(frac=1, random_state=1))
+    np.testing.assert_array_equal(tensor.rewards[0], np.arange(6.0).reshape(2, 3) + 5)  # one entry per prompt
+    seeded = seeded_rewards(pd.concat([first, second]).assign(seed=7))
+    assert seeded.rewards.shape == (1, 1, 2, 3) and seeded.prompts == ("q0", "q1", "q2")
+    with pytest.raises(ValueError, match="has 1 samples, others up to 2"):
+        reward_tensor(pd.concat([first, second.iloc[1:]]))
+    with pytest.raises(ValueError, match="duplicate"):
+        reward_tensor(pd.concat([first, second, second.iloc[:1]]))
 
 
 def test_reward_tensor_checks_columns_with_the_scores_contract():

@@ -1,4 +1,5 @@
-"""Snakemake entry point: one model load, all of a method's grid points, batched generation."""
+"""Snakemake entry point: one model load, one part of a method's grid points × prompts (every parts-th row of the
+queue; all of them with one part), batched generation."""
 import shutil
 
 from mva_core.workflow_io import logged_job
@@ -26,6 +27,8 @@ with logged_job(snakemake):
         method_class(snakemake.params.method_type).mixer_lambdas(read_table(snakemake.input.points, POINTS)),
         GenerationSettings(**snakemake.params.generation),
         shard_dir=snakemake.params.shard_dir,
+        part=snakemake.params.part,
+        parts=snakemake.params.parts,
     )
     write_table(generations.assign(method=snakemake.wildcards.method, dtype=precision.dtype), snakemake.output[0], GENERATIONS)
     shutil.rmtree(snakemake.params.shard_dir, ignore_errors=True)

@@ -137,7 +137,8 @@ def score_generations(
     scorer: RewardScorer, generations: pd.DataFrame, prompts: pd.DataFrame, value: str,
     shard_dir: str | Path | None = None, shard_size: int = 4096,
 ) -> pd.DataFrame:
-    """One reward per generation: columns point_id, prompt_id, [method,] value, reward (generation order).
+    """One reward per generation: columns point_id, prompt_id, [method,] [sample,] value, reward (generation order;
+    several samples of a prompt are scored one by one, and ``mva_core.rewards`` averages them within the prompt).
 
     With ``shard_dir`` every ``shard_size`` rows are kept as a shard (see ``mva_core.shards``) that a rerun of the
     same scoring (rows, reward model weights and settings) reuses.
@@ -166,7 +167,7 @@ def score_generations(
     folder = Path(shard_dir) / _scoring_fingerprint(scorer, generations, shard_size) if shard_dir else None
     rewards = run_sharded(len(generations), shard_size, folder, score_rows, ["reward"],
                           reused=progress.update)["reward"].to_numpy()
-    carried = [c for c in ("method",) if c in generations.columns]
+    carried = [c for c in ("method", "sample") if c in generations.columns]
     out = generations[["point_id", "prompt_id", *carried]].reset_index(drop=True)
     return out.assign(value=value, reward=rewards)
 
