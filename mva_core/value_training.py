@@ -20,6 +20,7 @@ from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import DPOConfig
 
+from mva_core.bos import expected_bos
 from mva_core.dpo_trainer import (
     LOG_METRICS,
     RESERVED_ADAPTERS,
@@ -30,7 +31,6 @@ from mva_core.dpo_trainer import (
     preference_dataset,
     total_norm,
 )
-from mva_core.bos import expected_bos
 from mva_core.lora import LoraSettings
 from mva_core.model_origin import adapter_base
 from mva_core.modpo import MODPOTrainer

@@ -83,7 +83,7 @@ def test_every_guess_is_tagged_in_the_config_and_listed_in_docs(path):
     for _, key, value, rests_on in rows:
         assert yaml.safe_load(value) == resolve(raw, key), (path.name, key)
         assert len(rests_on) > 20  # it says what the guess rests on
-    for key in ("values.helpful.sources[0].hub_data_dir", "values.helpful.reward_model.source") if "hh" in path.stem else ():
+    for key in ("values.helpful.sources[0].path", "values.helpful.reward_model.source") if "hh" in path.stem else ():
         assert key in [row[1] for row in rows]  # the named guesses: subsets, reward models, split
     assert "data.split" in [row[1] for row in rows]
 
