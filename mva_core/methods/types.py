@@ -172,21 +172,15 @@ def _penalty_free(method: Method, why: str) -> None:
                                                                f"method ({why}); allowed values: {unpenalised_kinds()}")
 
 
-@register_method
-class ReplicateMethod(GridMethod):
-    """Soup with the later values' vectors trained again from another initialisation (seeded by the method's name
-    too): a penalty-free replicate, for the null control ``replicate − soup``."""
+class OwnVectorSet:
+    """A method evaluated with a vector set of its own (its name) that is neither a penalty-free baseline nor a
+    sensitivity sweep: the replicate and the derived (planted, projected) vectors."""
 
-    type = "replicate"
+    name: str
 
     @property
     def vector_set(self) -> str:
         return self.name
-
-    def vector_jobs(self) -> tuple[VectorJob, ...]:
-        first, *later = self.values
-        return (vector_job(INDEPENDENT, first, self.values, {}),
-                *(VectorJob(self.name, value, init_tag=(self.type, self.name)) for value in later))
 
     @property
     def baseline(self) -> bool:
@@ -196,12 +190,25 @@ class ReplicateMethod(GridMethod):
     def sensitivity(self) -> bool:
         return False
 
+
+@register_method
+class ReplicateMethod(OwnVectorSet, GridMethod):
+    """Soup with the later values' vectors trained again from another initialisation (seeded by the method's name
+    too): a penalty-free replicate, for the null control ``replicate − soup``."""
+
+    type = "replicate"
+
+    def vector_jobs(self) -> tuple[VectorJob, ...]:
+        first, *later = self.values
+        return (vector_job(INDEPENDENT, first, self.values, {}),
+                *(VectorJob(self.name, value, init_tag=(self.type, self.name)) for value in later))
+
     def check(self) -> None:
         super().check()
         _penalty_free(self, "it replicates the penalty-free vectors")
 
 
-class DerivedMethod(GridMethod):
+class DerivedMethod(OwnVectorSet, GridMethod):
     """Models from vectors computed, without training, from the vectors of method ``of`` (default: the penalty-free
     vectors): its first value's vector as it is, each later value's from that value's and the earlier values'."""
 
@@ -232,10 +239,6 @@ class DerivedMethod(GridMethod):
         return tuple(self.derived_job(value, sources[value], {u: sources[u] for u in self.values[:i]})
                      for i, value in enumerate(self.values) if i > 0)
 
-    @property
-    def vector_set(self) -> str:
-        return self.name
-
     def vector_jobs(self) -> tuple[VectorJob, ...]:
         """The trained vectors it is computed from."""
         source = self.source
@@ -245,14 +248,6 @@ class DerivedMethod(GridMethod):
     def adapters(self) -> dict[str, str]:
         first = self.values[0]
         return {first: self.source_adapters()[first], **{job.value: job.path for job in self.derived_jobs()}}
-
-    @property
-    def baseline(self) -> bool:
-        return False
-
-    @property
-    def sensitivity(self) -> bool:
-        return False
 
     def check(self) -> None:
         super().check()
