@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import platform
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,8 +68,20 @@ class Precision:
         return torch.autocast(device_type=self.device, enabled=False)
 
     def describe(self) -> dict:
-        return {"device": self.device, "dtype": self.dtype, "reason": self.reason,
-                "attn_implementation": self.attn_implementation or "auto"}
+        return {"device": self.device, "processor": processor_name(self.device), "dtype": self.dtype,
+                "reason": self.reason, "attn_implementation": self.attn_implementation or "auto"}
+
+
+def processor_name(device: str) -> str:
+    """The GPU's or CPU's model name, recorded beside every timing (CPUs differ between machines)."""
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{names[0]} x {len(names)} logical cores" if names else platform.processor() or "unknown CPU"
 
 
 def cpu_has_fast_bf16() -> bool:

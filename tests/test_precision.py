@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from mva_core import precision
-from mva_core.precision import job_precision, resolve_precision, with_job_dtype
+from mva_core.precision import job_precision, processor_name, resolve_precision, with_job_dtype
 
 
 @pytest.mark.parametrize("fast,expected", [(True, "bfloat16"), (False, "float32")])
@@ -142,3 +143,18 @@ def test_device_cpu_computes_on_the_cpu_where_a_gpu_is_visible(tmp_path, monkeyp
     chosen = job_precision(job.config)
     assert (chosen.device, chosen.dtype) == ("cpu", "float32") and chosen.trainer_kwargs()["use_cpu"]
     assert job_precision({"compute": {"device": "auto", "dtype": "float32"}}).device == "cuda"
+
+
+def test_describe_names_the_processor_beside_the_dtype(monkeypatch):
+    """Timings are recorded with the CPU model (CPUs differ between machines); without /proc/cpuinfo, the platform's."""
+    record = resolve_precision("float32", "cpu").describe()
+    assert record["dtype"] == "float32" and record["processor"]
+    if os.path.isfile("/proc/cpuinfo"):
+        assert record["processor"].endswith(f"x {os.cpu_count()} logical cores")
+
+    def no_cpuinfo(*args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr("builtins.open", no_cpuinfo)
+    monkeypatch.setattr(platform, "processor", lambda: "arm")
+    assert processor_name("cpu") == "arm"
