@@ -39,6 +39,15 @@ from mva_core.selection import (
 from mva_core.statistics import Estimate, cluster_resamples, judge, primary_mask, t_interval
 
 
+TABLE_FILES = {"means": "mean_rewards", "frontiers": "frontiers", "selections": "selections", "win_rates": "win_rates",
+               "comparisons": "comparisons", "baseline_comparisons": "baseline_comparisons",
+               "leader": "hypervolume_leader", "seed_hypervolumes": "hypervolume_by_seed", "design": "design",
+               "efficacy": "efficacy", "interference": "interference"}
+"""Field of :class:`EvaluationTables` -> its file stem under ``tables/``."""
+MARKDOWN_TABLES = ["frontiers", "win_rates", "comparisons", "baseline_comparisons", "efficacy", "interference"]
+"""The tables also written as Markdown."""
+
+
 @dataclass
 class EvaluationTables:
     """Everything the evaluation computes from the scores (``tables/<field>.parquet``)."""

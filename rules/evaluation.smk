@@ -3,11 +3,8 @@
 # per method and value -> held-out selection, frontiers, paired comparisons and win rates (tables/).
 # Their outputs are flagged update(): a failed rerun keeps the previous run's files (mva_core.kept_outputs).
 
-# Tables of the frontiers rule: field of mva_core.reporting.EvaluationTables -> tables/<file>.parquet
-TABLES = {"means": "mean_rewards", "frontiers": "frontiers", "selections": "selections", "win_rates": "win_rates",
-          "comparisons": "comparisons", "baseline_comparisons": "baseline_comparisons", "leader": "hypervolume_leader", "seed_hypervolumes": "hypervolume_by_seed",
-          "design": "design", "efficacy": "efficacy", "interference": "interference"}
-MARKDOWN_TABLES = ["frontiers", "win_rates", "comparisons", "baseline_comparisons", "efficacy", "interference"]
+from mva_core.reporting import MARKDOWN_TABLES, TABLE_FILES as TABLES  # tables/<file>.parquet of the frontiers rule
+
 # Penalty-free baselines whose interference and held-out rewards every other method is compared with.
 INTERFERENCE_BASELINES = PLAN.baselines
 GENERATION = config["evaluation"]["generation"]
