@@ -1,0 +1,59 @@
+"""Run a long multi-seed experiment one training seed at a time, archiving each finished seed (``mva-archive``).
+
+    python -m mva_core.seed_by_seed --configfile config/decorrelation.yaml --archive docs/decorrelation_run --cores 2
+
+Snakemake schedules a plain run's jobs across all seeds, so a run stopped after hours may have no seed finished.
+This asks Snakemake for one seed's scores and dependence tables at a time (in the config's seed order), then copies
+that seed into the archive and rebuilds the archive's tables from the finished seeds, and after the last seed runs
+the whole workflow (tables, figures, summary) and archives once more. Stopped at any point, it resumes: finished
+jobs are skipped by Snakemake, finished seeds are already archived. Arguments after ``--`` go to Snakemake.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mva_core.archive import rebuild_tables, save
+from mva_core.config import validate_config
+from mva_core.config_files import load_config_files
+from mva_core.methods import MethodPlan, value_order
+from mva_core.run_config import RUN_CONFIG
+
+
+def seed_targets(config: dict, seed: str) -> list[str]:
+    """The files that finish one training seed: every method's scores per value, every vector set's dependence."""
+    run = f"results/{config['run_name']}"
+    plan = MethodPlan.of(config)
+    return ([f"{run}/{RUN_CONFIG}"]
+            + [f"{run}/seed_{seed}/evaluation/{m}/scores_{v}.parquet" for m in config["methods"] for v in value_order(config)]
+            + [f"{run}/seed_{seed}/decorrelation/{s}.parquet" for s in plan.vector_sets])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configfile", nargs="+", required=True)
+    parser.add_argument("--archive", type=Path, required=True, help="e.g. docs/decorrelation_run")
+    parser.add_argument("--cores", default="2")
+    parser.add_argument("snakemake_args", nargs="*", help="after --: more Snakemake arguments")
+    args = parser.parse_args(argv)
+    config = validate_config(load_config_files(args.configfile))
+    run = Path(f"results/{config['run_name']}")
+    seeds = [str(s) for s in (config["seeds"] or [config["seed"]])]
+    command = [sys.executable, "-m", "snakemake", "--cores", args.cores, "--configfile", *args.configfile,
+               *args.snakemake_args]
+    for seed in seeds:
+        print(f"seed_by_seed: training seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})", flush=True)
+        subprocess.run([*command, *seed_targets(config, seed)], check=True)
+        save(run, args.archive)
+        print(f"seed_by_seed: {args.archive} holds seeds {', '.join(rebuild_tables(args.archive))}", flush=True)
+    subprocess.run(command, check=True)  # tables, figures, summary of the whole run
+    save(run, args.archive)
+    rebuild_tables(args.archive)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
