@@ -230,6 +230,15 @@ CONTROLS = """methods:
 """
 
 
+def test_the_paper_scale_decorrelation_layer_plans_the_controls_over_paper_hh(tmp_path):
+    """README's next step: config/layers/decorrelation_paper.yaml over config/paper_hh.yaml (a GPU pilot)."""
+    result = dry_run(REPO / "config/paper_hh.yaml", tmp_path, str(REPO / "config/layers/decorrelation_paper.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = _job_counts(result.stdout)
+    assert counts["plant_value_vector"] == 2 and counts["project_value_vector"] == 2 * 2  # per seed: projection ×2
+    assert "results/decorrelation_paper/seed_101/value_vectors/replicate/harmless" in result.stdout
+
+
 def test_points_that_are_an_earlier_methods_models_are_generated_once(plans):
     result = plans(REPO / "config/decorrelation.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
