@@ -13,6 +13,7 @@ from mva_core.job_paths import job_path
 from mva_core.config import check_config_files, validate_config, value_dpo_settings
 from mva_core.kept_outputs import date_back_kept_outputs
 from mva_core.methods import MethodPlan, value_order
+from mva_core.shared_points import borrowed_points, shared_generations
 from mva_core.workload import check_max_new_tokens, evaluation_workload, planned_policy_positions
 
 check_config_files(workflow.overwrite_configfiles or [Path(workflow.basedir) / "config.yaml"])
@@ -54,6 +55,12 @@ print(WORKLOAD.summary(len(SEEDS), config["evaluation"]["max_generations_per_see
 POLICY_POSITIONS = planned_policy_positions(config, f"{RUN}/models/base")  # None until the base model exists
 if POLICY_POSITIONS:
     check_max_new_tokens(config["evaluation"]["generation"]["max_new_tokens"], *POLICY_POSITIONS)
+# Points that are the same model as an earlier method's are generated once and copied (mva_core.shared_points).
+BORROWED = borrowed_points(config)
+if shared_generations(BORROWED):
+    print(f"Shared points: {shared_generations(BORROWED)} (method, λ point) pairs are the same model as an earlier "
+          f"method's, generated once: {shared_generations(BORROWED) * WORKLOAD.prompts * WORKLOAD.samples:,} fewer "
+          "generations per training seed than the plan above", file=sys.stderr)
 
 
 onerror:
@@ -157,6 +164,12 @@ def value_dpo(value, wildcards):
 def method_adapters(wildcards):
     """Adapters a method's generation job mixes: its value vectors, or its MODPO adapters (one per weighting)."""
     return {name: seed_path(path, wildcards.seed) for name, path in PLAN[wildcards.method].adapters().items()}
+
+
+def borrowed_generations(wildcards):
+    """Generations of the earlier methods whose points this method copies."""
+    owners = sorted(set(BORROWED[wildcards.method].values()))
+    return [seed_path(f"evaluation/{owner}/generations.parquet", wildcards.seed) for owner in owners]
 
 
 def frozen_vector_dirs(wildcards):

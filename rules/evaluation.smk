@@ -4,24 +4,11 @@
 # Their outputs are flagged update(): a failed rerun keeps the previous run's files (mva_core.kept_outputs).
 
 from mva_core.reporting import MARKDOWN_TABLES, TABLE_FILES as TABLES  # tables/<file>.parquet of the frontiers rule
-from mva_core.shared_points import borrowed_points, shared_generations
 
 # Penalty-free baselines whose interference and held-out rewards every other method is compared with.
 INTERFERENCE_BASELINES = PLAN.baselines
 GENERATION = config["evaluation"]["generation"]
 GENERATION_PARTS = range(GENERATION["jobs"])  # the {part} of each generate job of a method and seed
-# Points that are the same model as an earlier method's are generated once and copied (mva_core.shared_points).
-BORROWED = borrowed_points(config)
-if shared_generations(BORROWED):
-    print(f"Shared points: {shared_generations(BORROWED)} (method, λ point) pairs are the same model as an earlier "
-          f"method's, generated once: {shared_generations(BORROWED) * WORKLOAD.prompts * WORKLOAD.samples:,} fewer "
-          "generations per training seed than the plan above", file=sys.stderr)
-
-
-def borrowed_generations(wildcards):
-    """Generations of the earlier methods whose points this method copies."""
-    owners = sorted(set(BORROWED[wildcards.method].values()))
-    return [seed_path(f"evaluation/{owner}/generations.parquet", wildcards.seed) for owner in owners]
 
 
 rule evaluation_prompts:
