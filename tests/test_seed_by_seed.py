@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+import yaml
 from conftest import REPO
 
 from mva_core import seed_by_seed
@@ -13,10 +14,11 @@ def test_each_seed_is_run_then_archived_and_the_whole_run_last(monkeypatch, tmp_
     monkeypatch.setattr(seed_by_seed.subprocess, "run", lambda command, check: calls.append(("snakemake", command)))
     monkeypatch.setattr(seed_by_seed, "save", lambda run, archive: calls.append(("save", str(run))))
     monkeypatch.setattr(seed_by_seed, "rebuild_tables", lambda archive: calls.append(("tables", None)) or ["1"])
-    config = str(REPO / "config/decorrelation_strong.yaml")
-    assert seed_by_seed.main(["--configfile", config, "--archive", str(tmp_path), "--", "--keep-going"]) == 0
+    config = REPO / "config/decorrelation_strong.yaml"
+    n_seeds = len(yaml.safe_load(config.read_text())["seeds"])
+    assert seed_by_seed.main(["--configfile", str(config), "--archive", str(tmp_path), "--", "--keep-going"]) == 0
     runs = [c[1] for c in calls if c[0] == "snakemake"]
-    assert len(runs) == 6  # seeds 1-5, then the whole run
+    assert len(runs) == n_seeds + 1  # each seed, then the whole run
     assert runs[0][:3] == [sys.executable, "-m", "snakemake"] and "--keep-going" in runs[0]
     seed_2 = [t for t in runs[1] if t.startswith("results/")]
     assert "results/decorrelation_strong/seed_2/evaluation/projection/scores_positive.parquet" in seed_2
