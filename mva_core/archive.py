@@ -126,7 +126,11 @@ def rebuild_tables(archive: Path) -> list[str]:
                                        plan.decorrelation_sets)
     accuracies = read_accuracies(sorted(archive.glob("reward_models/accuracy_*.json")))
     benchmarks = sorted((archive / "benchmarks").rglob("*.tsv"))
-    write_text(summary_markdown(config["run_name"], tables, accuracies, decorrelation,
+    configured = [str(s) for s in (config["seeds"] or [config["seed"]])]
+    status = (f"Archived training seeds: {', '.join(seeds)} ({len(seeds)} of the {len(configured)} the config names)"
+              + ("; interim: the run is not finished, so these tables are not its findings.\n\n"
+                 if len(seeds) < len(configured) else ".\n\n"))
+    write_text(status + summary_markdown(config["run_name"], tables, accuracies, decorrelation,
                                 total_wall_seconds(benchmarks) if benchmarks else None,
                                 config["evaluation"]["win_rate_target"], None), archive / "summary.md")
     write_text(job_times_markdown(archive), archive / "job_times.md")

@@ -49,6 +49,8 @@ def test_save_keeps_complete_seeds_and_no_prompt_text_and_the_tables_rebuild_alo
     assert set(interference["n_seeds"]) == {2}
     assert (archive / "tables/interference.md").read_text().startswith("|")
     assert "generate/seed1/mva/part0 | 12" in (archive / "job_times.md").read_text()
+    assert (archive / "summary.md").read_text().startswith("Archived training seeds: 1, 2 (2 of the 3 the config names); "
+                                                           "interim")
 
     shutil.rmtree(run)  # the analysis needs nothing of results/
     before = (archive / "tables/interference.md").read_text()
