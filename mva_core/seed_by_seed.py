@@ -6,7 +6,9 @@ Snakemake schedules a plain run's jobs across all seeds, so a run stopped after 
 This asks Snakemake for one seed's scores and dependence tables at a time (in the config's seed order), then copies
 that seed into the archive and rebuilds the archive's tables from the finished seeds, and after the last seed runs
 the whole workflow (tables, figures, summary) and archives once more. Stopped at any point, it resumes: finished
-jobs are skipped by Snakemake, finished seeds are already archived. Arguments after ``--`` go to Snakemake.
+jobs are skipped by Snakemake, finished seeds are already archived, and on a new machine (``results/`` gone) the
+seeds the archive holds are kept, not trained again; the archive's tables then cover every seed, and the run's own
+figures are not made. Arguments after ``--`` go to Snakemake.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mva_core.archive import rebuild_tables, save
+from mva_core.archive import complete_seeds, rebuild_tables, save
 from mva_core.config import validate_config
 from mva_core.config_files import load_config_files
 from mva_core.methods import MethodPlan, value_order
@@ -32,6 +34,12 @@ def seed_targets(config: dict, seed: str) -> list[str]:
             + [f"{run}/seed_{seed}/decorrelation/{s}.parquet" for s in plan.vector_sets])
 
 
+def complete_seeds_in(run: Path, config: dict, seeds: Sequence[str]) -> list[str]:
+    """Those of ``seeds`` whose scores ``run`` holds for every method and value."""
+    done = complete_seeds(run, list(config["methods"]), value_order(config)) if run.is_dir() else []
+    return [s for s in seeds if s in done]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configfile", nargs="+", required=True)
@@ -44,13 +52,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = [str(s) for s in (config["seeds"] or [config["seed"]])]
     command = [sys.executable, "-m", "snakemake", "--cores", args.cores, "--configfile", *args.configfile,
                *args.snakemake_args]
+    archived = complete_seeds(args.archive, list(config["methods"]), value_order(config)) if args.archive.is_dir() else []
     for seed in seeds:
+        if seed in archived and not complete_seeds_in(run, config, [seed]):
+            print(f"seed_by_seed: seed {seed} is archived in {args.archive} (its results/ are gone): kept, not rerun",
+                  flush=True)
+            continue
         print(f"seed_by_seed: training seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})", flush=True)
         subprocess.run([*command, *seed_targets(config, seed)], check=True)
         save(run, args.archive)
         print(f"seed_by_seed: {args.archive} holds seeds {', '.join(rebuild_tables(args.archive))}", flush=True)
-    subprocess.run(command, check=True)  # tables, figures, summary of the whole run
-    save(run, args.archive)
+    if complete_seeds_in(run, config, seeds) == seeds:
+        subprocess.run(command, check=True)  # tables, figures, summary of the whole run
+        save(run, args.archive)
+    else:
+        print(f"seed_by_seed: results/ lacks archived seeds, so the run's own figures are not made; the tables in "
+              f"{args.archive} cover every seed", flush=True)
     rebuild_tables(args.archive)
     return 0
 

@@ -3,27 +3,55 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 import yaml
 from conftest import REPO
 
 from mva_core import seed_by_seed
 
+CONFIG = REPO / "config/decorrelation_strong.yaml"
+SEEDS = [str(s) for s in yaml.safe_load(CONFIG.read_text())["seeds"]]
 
-def test_each_seed_is_run_then_archived_and_the_whole_run_last(monkeypatch, tmp_path):
-    calls = []
-    monkeypatch.setattr(seed_by_seed.subprocess, "run", lambda command, check: calls.append(("snakemake", command)))
-    monkeypatch.setattr(seed_by_seed, "save", lambda run, archive: calls.append(("save", str(run))))
-    monkeypatch.setattr(seed_by_seed, "rebuild_tables", lambda archive: calls.append(("tables", None)) or ["1"])
-    config = REPO / "config/decorrelation_strong.yaml"
-    n_seeds = len(yaml.safe_load(config.read_text())["seeds"])
-    assert seed_by_seed.main(["--configfile", str(config), "--archive", str(tmp_path), "--", "--keep-going"]) == 0
+
+@pytest.fixture
+def calls(monkeypatch) -> list:
+    made = []
+    monkeypatch.setattr(seed_by_seed.subprocess, "run", lambda command, check: made.append(("snakemake", command)))
+    monkeypatch.setattr(seed_by_seed, "save", lambda run, archive: made.append(("save", str(run))))
+    monkeypatch.setattr(seed_by_seed, "rebuild_tables", lambda archive: made.append(("tables", None)) or ["1"])
+    return made
+
+
+def targets(command: list[str]) -> list[str]:
+    return [t for t in command if t.startswith("results/")]
+
+
+def test_each_seed_is_run_then_archived_and_the_whole_run_last(monkeypatch, calls, tmp_path):
+    monkeypatch.setattr(seed_by_seed, "complete_seeds_in", lambda run, config, seeds: list(seeds))  # results/ has all
+    assert seed_by_seed.main(["--configfile", str(CONFIG), "--archive", str(tmp_path), "--", "--keep-going"]) == 0
     runs = [c[1] for c in calls if c[0] == "snakemake"]
-    assert len(runs) == n_seeds + 1  # each seed, then the whole run
+    assert len(runs) == len(SEEDS) + 1  # each seed, then the whole run
     assert runs[0][:3] == [sys.executable, "-m", "snakemake"] and "--keep-going" in runs[0]
-    seed_2 = [t for t in runs[1] if t.startswith("results/")]
+    seed_2 = targets(runs[1])
     assert "results/decorrelation_strong/seed_2/evaluation/projection/scores_positive.parquet" in seed_2
     assert "results/decorrelation_strong/seed_2/decorrelation/cka10.parquet" in seed_2
     assert not [t for t in seed_2 if "seed_1/" in t or "seed_3/" in t]
-    assert not [t for t in runs[-1] if t.startswith("results/")]  # the last call asks for everything
+    assert not targets(runs[-1])  # the last call asks for everything
     assert [c[0] for c in calls[:3]] == ["snakemake", "save", "tables"]
-    assert calls[-2][0] == "save" and calls[-2][1] == "results/decorrelation_strong"
+    assert calls[-2] == ("save", "results/decorrelation_strong")
+
+
+def test_on_a_new_machine_archived_seeds_are_kept_and_not_trained_again(calls, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no results/ here
+    archive = tmp_path / "archive"
+    for seed in ("1", "2"):
+        for method in ("soup", "mva", "cka10", "projection"):
+            for value in ("concise", "positive"):
+                path = archive / f"seed_{seed}/evaluation/{method}/scores_{value}.parquet"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"")
+    assert seed_by_seed.main(["--configfile", str(CONFIG), "--archive", str(archive)]) == 0
+    runs = [c[1] for c in calls if c[0] == "snakemake"]
+    assert len(runs) == len(SEEDS) - 2  # seeds 3.., and no whole-run call: results/ lacks seeds 1 and 2
+    assert "results/decorrelation_strong/seed_3/decorrelation/cka10.parquet" in targets(runs[0])
+    assert all(targets(run) for run in runs) and calls[-1] == ("tables", None)
