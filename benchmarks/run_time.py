@@ -15,9 +15,12 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from mva_core.artifacts import read_provenance
+from mva_core.config import validate_config
 from mva_core.markdown import to_markdown
+from mva_core.shared_points import borrowed_points
 
 
 def job_seconds(run: Path) -> pd.DataFrame:
@@ -37,15 +40,27 @@ def stage_shares(jobs: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+def copied_points(run: Path) -> dict[str, set[str]]:
+    """Method -> the points its generations copy from an earlier method (``shared_points``; none without the run's
+    recorded config)."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        return {}
+    return {method: set(points) for method, points in borrowed_points(validate_config(yaml.safe_load(path.read_text()))).items()}
+
+
 def generation_speed(run: Path, jobs: pd.DataFrame) -> pd.DataFrame:
-    """Per seed and method: answers, response tokens, generate-job seconds (all parts), tokens and answers per s."""
+    """Per seed and method: answers and response tokens it generated (not those copied from an earlier method),
+    generate-job seconds (all parts), tokens and answers per s."""
     rows = []
     generate = jobs[jobs["stage"] == "generate"]
+    copied = copied_points(run)
     for path in sorted(run.glob("seed_*/evaluation/*/generations.parquet")):
         seed, method = path.parts[-4].removeprefix("seed_"), path.parts[-2]
         mine = (generate["job"] == f"seed{seed}/{method}") | generate["job"].str.startswith(f"seed{seed}/{method}/")
         seconds = generate.loc[mine, "s"].sum()  # one job, or its evaluation.generation.jobs parts
-        table = pd.read_parquet(path, columns=["n_response_tokens"])
+        table = pd.read_parquet(path, columns=["point_id", "n_response_tokens"])
+        table = table[~table["point_id"].astype(str).isin(copied.get(method, set()))]
         tokens = int(table["n_response_tokens"].sum())
         rows.append({"seed": seed, "method": method, "answers": len(table), "tokens": tokens, "seconds": seconds,
                      "tokens_per_s": tokens / seconds if seconds else float("nan"),

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from mva_core.artifacts import write_parquet, write_text
+from mva_core.artifacts import atomic_file, write_parquet, write_text
 from mva_core.config import validate_config
 from mva_core.contracts import EVALUATION_PROMPTS, POINTS, SCORES, read_table
 from mva_core.markdown import to_markdown
@@ -53,38 +53,63 @@ def _config(folder: Path) -> dict:
     return validate_config(yaml.safe_load(path.read_text()))
 
 
-def complete_seeds(run: Path, methods: Sequence[str], values: Sequence[str]) -> list[str]:
-    """Seeds (as in ``seed_<s>``) whose score files exist for every method and value."""
-    seeds = sorted((p.name.removeprefix("seed_") for p in run.glob("seed_*") if p.is_dir()), key=_seed_key)
-    return [s for s in seeds if all((run / f"seed_{s}/evaluation/{m}/scores_{v}.parquet").is_file()
-                                    for m in methods for v in values)]
+def complete_seeds(folder: Path, config: dict) -> list[str]:
+    """The config's seeds whose scores (every method and value) and dependence tables (every vector set) ``folder``
+    (a run or an archive) holds."""
+    plan, values = MethodPlan.of(config), value_order(config)
+    wanted = [*(f"evaluation/{m}/scores_{v}.parquet" for m in config["methods"] for v in values),
+              *(f"decorrelation/{s}.parquet" for s in plan.vector_sets)]
+    return [s for s in configured_seeds(config) if all((folder / f"seed_{s}" / f).is_file() for f in wanted)]
 
 
-def _seed_key(seed: str) -> tuple[int, str]:
-    return (int(seed), seed) if seed.lstrip("-").isdigit() else (0, seed)
+def configured_seeds(config: dict) -> list[str]:
+    return [str(s) for s in (config["seeds"] or [config["seed"]])]
+
+
+UNCOMPARED_KEYS = ("seeds", "compute")
+"""Config keys that may differ between the runs whose seeds one archive holds (the seeds themselves; where and on
+what hardware the jobs ran)."""
+
+
+def check_same_experiment(run: Path, archive: Path, config: dict, prompt_ids: set[str]) -> None:
+    """Refuse to add ``run``'s seeds to an archive of another config or other evaluation prompts."""
+    if not (archive / "config.yaml").is_file():
+        return
+    held = _config(archive)
+    differing = sorted(k for k in set(config) | set(held) if k not in UNCOMPARED_KEYS and config.get(k) != held.get(k))
+    if differing:
+        raise ArchiveError(f"{archive} holds seeds of another config than {run / 'config.yaml'} (keys {differing} "
+                           "differ): archive this run into a new folder")
+    held_ids = set(pd.read_parquet(archive / "evaluation/prompts.parquet", columns=["prompt_id"])["prompt_id"])
+    if held_ids != prompt_ids:
+        raise ArchiveError(f"{archive} holds seeds scored on other evaluation prompts than {run}'s "
+                           f"({len(held_ids ^ prompt_ids)} prompt ids differ): archive this run into a new folder")
 
 
 def _copy(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    with atomic_file(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def save(run: Path, archive: Path) -> list[str]:
     """Copy the finished part of ``run`` into ``archive`` (see the module docstring); return the seeds copied."""
     config = _config(run)
-    methods, values = list(config["methods"]), value_order(config)
-    seeds = complete_seeds(run, methods, values)
+    methods, values, plan = list(config["methods"]), value_order(config), MethodPlan.of(config)
+    seeds = complete_seeds(run, config)
     if not seeds:
         raise ArchiveError(f"{run}: no training seed has scores for every method ({', '.join(methods)}) and value "
-                           f"({', '.join(values)}) yet: nothing to archive")
-    _copy(run / "config.yaml", archive / "config.yaml")
+                           f"({', '.join(values)}) and every dependence table yet: nothing to archive")
     prompts = read_table(run / "evaluation" / "prompts.parquet", EVALUATION_PROMPTS)
+    check_same_experiment(run, archive, config, set(prompts["prompt_id"]))
+    _copy(run / "config.yaml", archive / "config.yaml")
     write_parquet(prompts[[c for c in PROMPT_COLUMNS if c in prompts.columns]], archive / "evaluation/prompts.parquet")
     for method in methods:
         _copy(run / f"evaluation/{method}/points.parquet", archive / f"evaluation/{method}/points.parquet")
     for seed in seeds:
-        for path in [*run.glob(f"seed_{seed}/evaluation/*/scores_*.parquet"), *run.glob(f"seed_{seed}/decorrelation/*.parquet")]:
-            _copy(path, archive / path.relative_to(run))
+        for relative in [*(f"evaluation/{m}/scores_{v}.parquet" for m in methods for v in values),
+                         *(f"decorrelation/{s}.parquet" for s in plan.vector_sets)]:
+            _copy(run / f"seed_{seed}" / relative, archive / f"seed_{seed}" / relative)
     for path in [*run.glob("reward_models/accuracy_*.json"), *run.glob("benchmarks/**/*.tsv")]:
         _copy(path, archive / path.relative_to(run))
     return seeds
@@ -107,11 +132,11 @@ def rebuild_tables(archive: Path) -> list[str]:
     from its scores alone; returns the seeds they cover."""
     config = _config(archive)
     plan, values, methods = MethodPlan.of(config), value_order(config), list(config["methods"])
-    seeds = complete_seeds(archive, methods, values)
+    seeds = complete_seeds(archive, config)
     if not seeds:
         raise ArchiveError(f"{archive}: no seed with every method's scores: not an archive written by mva-archive save")
-    scores = pd.concat([read_table(p, SCORES) for s in seeds for p in sorted(archive.glob(f"seed_{s}/evaluation/*/scores_*.parquet"))],
-                       ignore_index=True)
+    scores = pd.concat([read_table(archive / f"seed_{s}/evaluation/{m}/scores_{v}.parquet", SCORES)
+                        for s in seeds for m in methods for v in values], ignore_index=True)
     points = pd.concat([read_table(archive / f"evaluation/{m}/points.parquet", POINTS) for m in methods], ignore_index=True)
     prompts = pd.read_parquet(archive / "evaluation/prompts.parquet")
     tables = build_tables(scores, points, prompts, config["evaluation"], values, config["seed"], plan.baselines,
@@ -122,11 +147,11 @@ def rebuild_tables(archive: Path) -> list[str]:
         table = getattr(tables, name)
         write_text((to_markdown(table) if len(table) else "(one method: nothing to compare)") + "\n",
                    archive / f"tables/{TABLE_FILES[name]}.md")
-    decorrelation = read_decorrelation([p for s in seeds for p in sorted(archive.glob(f"seed_{s}/decorrelation/*.parquet"))],
+    decorrelation = read_decorrelation([archive / f"seed_{s}/decorrelation/{v}.parquet" for s in seeds for v in plan.vector_sets],
                                        plan.decorrelation_sets)
     accuracies = read_accuracies(sorted(archive.glob("reward_models/accuracy_*.json")))
     benchmarks = sorted((archive / "benchmarks").rglob("*.tsv"))
-    configured = [str(s) for s in (config["seeds"] or [config["seed"]])]
+    configured = configured_seeds(config)
     status = (f"Archived training seeds: {', '.join(seeds)} ({len(seeds)} of the {len(configured)} the config names)"
               + ("; interim: the run is not finished, so these tables are not its findings.\n\n"
                  if len(seeds) < len(configured) else ".\n\n"))

@@ -41,7 +41,7 @@ class GridSettings:
 
 def point_id(lambdas: Sequence[float]) -> str:
     """Readable stable id of a λ vector, e.g. ``0.5_1`` or ``-0.5_1.5``."""
-    return "_".join(f"{float(x):g}" for x in lambdas)
+    return "_".join(f"{float(x) + 0.0:g}" for x in lambdas)  # + 0.0: -0.0 reads 0
 
 
 def _grid_vectors(settings: GridSettings, k: int, seed: int) -> list[tuple[float, ...]]:

@@ -23,10 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from mva_core.config import validate_config
 from mva_core.contracts import SCORES, read_table
 from mva_core.grid import point_id
 from mva_core.markdown import to_markdown
+from mva_core.methods import value_order
 from mva_core.rewards import SeededRewards, seeded_rewards
 from mva_core.variance import mean_interval
 
@@ -80,12 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="the pilot run (its seeds are not analysed)")
     parser.add_argument("--target", type=float, required=True,
                         help="the planted − soup effect to reach, in u's reward units (negative: more interference)")
-    parser.add_argument("--values", nargs="+", default=["concise", "positive"], help="values in training order")
+    parser.add_argument("--values", nargs="+", help="values in training order (default: the run's, from its config)")
     parser.add_argument("--c", nargs="+", type=float, default=[0.0, 0.5, 1.0, 1.5], help="strengths the grid holds")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
     rewards = read_pilot(args.run_dir)
-    table = effect_by_strength(rewards, args.values, args.c)
+    values = args.values or value_order(validate_config(yaml.safe_load((args.run_dir / "config.yaml").read_text())))
+    table = effect_by_strength(rewards, values, args.c)
     text = to_markdown(table.round({"effect": 2, "ci_low": 2, "ci_high": 2, "se": 2, "df": 1}))
     c = strength_for(table, args.target)
     text += f"\nc for an effect of {args.target:g}: {c:.2f}\n"

@@ -81,7 +81,9 @@ def processor_name(device: str) -> str:
             names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
     except OSError:
         names = []
-    return f"{names[0]} x {len(names)} logical cores" if names else platform.processor() or "unknown CPU"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{names[0]}, {usable} of {len(names)} logical cores usable" if names
+            else platform.processor() or "unknown CPU")
 
 
 def cpu_has_fast_bf16() -> bool:

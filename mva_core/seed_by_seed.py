@@ -34,12 +34,6 @@ def seed_targets(config: dict, seed: str) -> list[str]:
             + [f"{run}/seed_{seed}/decorrelation/{s}.parquet" for s in plan.vector_sets])
 
 
-def complete_seeds_in(run: Path, config: dict, seeds: Sequence[str]) -> list[str]:
-    """Those of ``seeds`` whose scores ``run`` holds for every method and value."""
-    done = complete_seeds(run, list(config["methods"]), value_order(config)) if run.is_dir() else []
-    return [s for s in seeds if s in done]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configfile", nargs="+", required=True)
@@ -52,9 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = [str(s) for s in (config["seeds"] or [config["seed"]])]
     command = [sys.executable, "-m", "snakemake", "--cores", args.cores, "--configfile", *args.configfile,
                *args.snakemake_args]
-    archived = complete_seeds(args.archive, list(config["methods"]), value_order(config)) if args.archive.is_dir() else []
+    archived = complete_seeds(args.archive, config)
     for seed in seeds:
-        if seed in archived and not complete_seeds_in(run, config, [seed]):
+        if seed in archived and seed not in complete_seeds(run, config):
             print(f"seed_by_seed: seed {seed} is archived in {args.archive} (its results/ are gone): kept, not rerun",
                   flush=True)
             continue
@@ -62,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         subprocess.run([*command, *seed_targets(config, seed)], check=True)
         save(run, args.archive)
         print(f"seed_by_seed: {args.archive} holds seeds {', '.join(rebuild_tables(args.archive))}", flush=True)
-    if complete_seeds_in(run, config, seeds) == seeds:
+    if complete_seeds(run, config) == seeds:
         subprocess.run(command, check=True)  # tables, figures, summary of the whole run
         save(run, args.archive)
     else:

@@ -35,20 +35,19 @@ def model_keys(adapters: Mapping[str, str], lambdas: pd.DataFrame) -> dict[str, 
 def borrowed_points(config: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     """Method -> {point id: the earlier method whose generations of that point it copies}, for a validated config.
 
-    A grid too large to build at plan time (``workload.BUILT_GRID_LIMIT``) neither lends nor borrows."""
+    A point is copied only under the same point id (row seeds depend on it). With a grid too large to build at plan
+    time (``workload.BUILT_GRID_LIMIT``) nothing is shared."""
     grid = GridSettings.of(config["evaluation"]["grid"])
-    k = len(value_order(config))
-    owners: dict[ModelKey, str] = {}
-    borrowed: dict[str, dict[str, str]] = {}
+    borrowed: dict[str, dict[str, str]] = {name: {} for name in config["methods"]}
+    if grid.size(len(value_order(config))) > BUILT_GRID_LIMIT:
+        return borrowed
+    owners: dict[ModelKey, tuple[str, str]] = {}
     for name in config["methods"]:
         method = method_for(name, config)
-        borrowed[name] = {}
-        if method.type == "grid" and grid.size(k) > BUILT_GRID_LIMIT:
-            continue
         lambdas = method.mixer_lambdas(method.points(grid, seed=config["seed"]))
         for point_id, key in model_keys(method.adapters(), lambdas).items():
-            owner = owners.setdefault(key, name)
-            if owner != name:
+            owner, owner_point = owners.setdefault(key, (name, point_id))
+            if owner != name and owner_point == point_id:
                 borrowed[name][point_id] = owner
     return borrowed
 

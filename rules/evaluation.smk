@@ -76,7 +76,9 @@ rule generate:
         prompts=f"{RUN}/evaluation/prompts.parquet",
         points=f"{RUN}/evaluation/{{method}}/points.parquet",
     output:
-        temp(f"{SEED_RUN}/evaluation/{{method}}/generation_parts/{{part}}.parquet"),
+        # kept (not temp): a method that copies an earlier method's points (BORROWED) remerges when that method's
+        # table is rewritten, without generating its own parts again
+        f"{SEED_RUN}/evaluation/{{method}}/generation_parts/{{part}}.parquet",
     params:
         adapters=lambda wc: list(method_adapters(wc)),
         method_type=lambda wc: PLAN[wc.method].type,

@@ -11,8 +11,9 @@ import yaml
 from conftest import REPO
 from test_planning import write_run
 
-from mva_core.archive import main, rebuild_tables, save
+from mva_core.archive import ArchiveError, main, rebuild_tables, save
 from mva_core.config import validate_config
+from mva_core.decorrelation import table_columns
 from mva_core.methods import MethodPlan
 from mva_core.reporting import build_tables
 
@@ -27,6 +28,11 @@ def run(tmp_path) -> Path:
     config["evaluation"]["bootstrap"] = 200
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     (root / "seed_3" / "evaluation" / "soup" / "scores_positive.parquet").unlink()
+    for seed in (1, 2, 3):  # dependence tables of the two vector sets (no rows: these vectors are not real)
+        for vector_set in ("independent", "mva"):
+            path = root / f"seed_{seed}/decorrelation/{vector_set}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(columns=table_columns()).to_parquet(path)
     return root
 
 
@@ -68,3 +74,28 @@ def test_a_run_without_a_finished_seed_or_config_is_refused_naming_it(run, tmp_p
     assert main(["save", str(run), str(tmp_path / "archive")]) == 2
     assert "config.yaml is missing" in capsys.readouterr().err
     assert not (tmp_path / "archive").exists()
+
+
+def test_an_archive_takes_only_its_own_experiment_and_only_complete_seeds(run, tmp_path):
+    archive = tmp_path / "archive"
+    stale = run / "seed_1/evaluation/old_method/scores_concise.parquet"  # a method no longer in the config
+    stale.parent.mkdir(parents=True)
+    shutil.copyfile(run / "seed_1/evaluation/mva/scores_concise.parquet", stale)
+    (run / "seed_2/decorrelation/mva.parquet").unlink()  # seed 2 lacks a dependence table: not finished
+    assert save(run, archive) == ["1"]
+    assert not (archive / "seed_1/evaluation/old_method").exists() and not (archive / "seed_2").exists()
+    before = {p: p.read_bytes() for p in archive.rglob("*") if p.is_file()}
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["dpo"]["beta"] = 0.2  # another experiment under the same run name
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ArchiveError, match=r"another config .*\['dpo'\]"):
+        save(run, archive)
+    config["dpo"]["beta"] = 0.1
+    config.setdefault("compute", {})["mem_mb"] = 1234  # where it ran may differ
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    prompts = pd.read_parquet(run / "evaluation/prompts.parquet")
+    prompts.iloc[:-1].to_parquet(run / "evaluation/prompts.parquet")
+    with pytest.raises(ArchiveError, match="other evaluation prompts"):
+        save(run, archive)
+    assert {p: p.read_bytes() for p in archive.rglob("*") if p.is_file()} == before  # refused before writing

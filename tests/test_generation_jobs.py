@@ -80,7 +80,7 @@ def test_the_plan_has_jobs_generate_jobs_per_method_and_seed_merged_before_scori
 @pytest.mark.slow
 def test_a_run_split_over_three_generate_jobs_scores_as_one_job(tmp_path):
     """The smoke run up to mva's scores with one generate job, then again with three: the same scores tables; once
-    merged (the parts are temporary files, deleted then), nothing is redone."""
+    merged, nothing is redone (the parts are kept, so a remerge never regenerates)."""
     data = write_smoke_data_root(tmp_path / "data")
     targets = [f"results/smoke/seed_1/evaluation/mva/scores_{value}.parquet" for value in ("helpful", "harmless")]
     tables = {}
@@ -98,6 +98,6 @@ def test_a_run_split_over_three_generate_jobs_scores_as_one_job(tmp_path):
         pd.testing.assert_frame_equal(three, one)
         assert sorted(one["sample"].unique()) == [0, 1]
     generations = pd.read_parquet(tmp_path / "work/results/smoke/seed_1/evaluation/mva/generations.parquet")
-    assert not (tmp_path / "work/results/smoke/seed_1/evaluation/mva/generation_parts").exists() or not list(
-        (tmp_path / "work/results/smoke/seed_1/evaluation/mva/generation_parts").iterdir())  # temp parts are gone
+    parts = tmp_path / "work/results/smoke/seed_1/evaluation/mva/generation_parts"
+    assert sorted(p.name for p in parts.iterdir()) == ["0.parquet", "1.parquet", "2.parquet"]
     assert len(generations) == 2 * generations[["point_id", "prompt_id"]].drop_duplicates().shape[0]

@@ -150,7 +150,7 @@ def test_describe_names_the_processor_beside_the_dtype(monkeypatch):
     record = resolve_precision("float32", "cpu").describe()
     assert record["dtype"] == "float32" and record["processor"]
     if os.path.isfile("/proc/cpuinfo"):
-        assert record["processor"].endswith(f"x {os.cpu_count()} logical cores")
+        assert record["processor"].endswith(f"of {os.cpu_count()} logical cores usable")
 
     def no_cpuinfo(*args, **kwargs):
         raise OSError("no /proc here")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import REPO
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run_time.py"
 
@@ -33,7 +34,7 @@ def test_shares_tokens_per_second_and_seconds_per_step(tmp_path, run_time, capsy
     benchmark(tmp_path, "base_model/main", 10.0)
     generations = tmp_path / "seed_1" / "evaluation" / "soup" / "generations.parquet"
     generations.parent.mkdir(parents=True)
-    pd.DataFrame({"n_response_tokens": [100, 300, 400]}).to_parquet(generations)
+    pd.DataFrame({"point_id": ["a", "b", "c"], "n_response_tokens": [100, 300, 400]}).to_parquet(generations)
     vector = tmp_path / "seed_1" / "value_vectors" / "independent" / "concise"
     vector.mkdir(parents=True)
     (vector / "metadata.json").write_text(json.dumps({"global_steps": 10, "train_metrics": {"train_runtime": 20.0}}))
@@ -53,3 +54,13 @@ def test_shares_tokens_per_second_and_seconds_per_step(tmp_path, run_time, capsy
 def test_a_folder_without_benchmarks_is_refused(tmp_path, run_time):
     with pytest.raises(SystemExit, match="no benchmark TSVs"):
         run_time.main([str(tmp_path)])
+
+
+def test_rows_copied_from_an_earlier_method_are_not_counted_as_generated(tmp_path, run_time):
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())  # soup copies mva's 0_0, 1_0, ...
+    benchmark(tmp_path, "generate/seed42/soup/part0", 10.0)
+    generations = tmp_path / "seed_42" / "evaluation" / "soup" / "generations.parquet"
+    generations.parent.mkdir(parents=True)
+    pd.DataFrame({"point_id": ["0_0", "1_0", "0_1"], "n_response_tokens": [50, 60, 70]}).to_parquet(generations)
+    (soup,) = run_time.generation_speed(tmp_path, run_time.job_seconds(tmp_path)).to_dict("records")
+    assert (soup["answers"], soup["tokens"], soup["tokens_per_s"]) == (1, 70, 7.0)

@@ -49,3 +49,17 @@ def test_copied_rows_are_the_owners_rows_relabelled_and_a_missing_point_is_named
     with pytest.raises(ValueError, match="no generations of soup"):
         copied_rows({}, {"0_0": "soup"}, "mva")
     assert copied_rows({}, {}, "soup").empty
+
+
+def test_a_grid_too_large_to_build_at_plan_time_shares_nothing():
+    lambdas = [round(0.01 * i, 2) for i in range(400)]  # 160,000 points for two values: above BUILT_GRID_LIMIT
+    evaluation = yaml.safe_load((REPO / "config.yaml").read_text())["evaluation"]
+    evaluation.update(grid={"type": "product", "lambdas": lambdas}, max_generations_per_seed=None)
+    shared = borrowed("config.yaml", evaluation=evaluation)
+    assert shared == {"mva": {}, "soup": {}}
+
+
+def test_minus_zero_and_zero_are_one_point_id():
+    from mva_core.grid import point_id
+
+    assert point_id([-0.5 * 0.0, 1.0]) == point_id([0.0, 1.0]) == "0_1"
