@@ -2,13 +2,15 @@
 
 The planted vector is the replicate minus c·ΔW_u, so the planted model at (λ_u, λ_v) = (1, 1) is, in weight space
 exactly, the replicate's model at (1 − c, 1). A pilot whose grid holds the replicate at (1 − c, 1) for a few c thus
-measures the reward effect of c without training or generating a planted method: the planted row
-``planted − soup`` (interference on u at λ = 1) is expected to be
+measures the reward effect of c without training or generating a planted method, as the row ``planted − replicate``
+(interference on u at λ = 1):
 
-    effect(c) = mean over seeds and prompts of  r_u(replicate at (1 − c, 1)) − r_u(soup at (1, 1)),
+    effect(c) = mean over seeds and prompts of  r_u(replicate at (1 − c, 1)) − r_u(replicate at (1, 1)).
 
-where the replicate and soup are two trainings of the same penalty-free recipe, so at c = 0 it is the null row
-``replicate − soup``. Each measured c gets that mean with its Student-t interval over seeds and prompts
+The row ``planted − soup`` has the same expectation, since ``replicate − soup`` (two trainings of one penalty-free
+recipe) is the null, but carries that null's training noise too, so the pilot measures c against the replicate
+itself (``baseline_offset`` reports the replicate − soup difference it leaves out). Each measured c gets that mean
+with its Student-t interval over seeds and prompts
 (``variance.mean_interval``), and the c whose effect reaches a target (the more interference, the more negative)
 is interpolated linearly between the measured c.
 
@@ -43,17 +45,19 @@ def _point_rewards(rewards: SeededRewards, method: str, pid: str, value: str) ->
 
 def effect_by_strength(rewards: SeededRewards, values: Sequence[str], cs: Sequence[float], ci: float = 0.95,
                        replicate: str = "replicate", baseline: str = "soup") -> pd.DataFrame:
-    """Per c: the expected ``planted − soup`` interference on the first value u at λ = 1 (see the module docstring)
-    with its interval; ``values`` in training order (u first, then v; any further value at 0)."""
+    """Per c: the ``planted − replicate`` interference on the first value u at λ = 1 (see the module docstring) with
+    its interval, and the replicate − soup offset at (1, 1); ``values`` in training order (u first, then v; any
+    further value at 0)."""
     u = values[0]
     ones = [1.0, 1.0] + [0.0] * (len(values) - 2)
-    base = _point_rewards(rewards, baseline, point_id(ones), u)
+    base = _point_rewards(rewards, replicate, point_id(ones), u)
+    offset = float((base - _point_rewards(rewards, baseline, point_id(ones), u)).mean())
     rows = []
     for c in cs:
         y = _point_rewards(rewards, replicate, point_id([1.0 - c, *ones[1:]]), u) - base
         mean, low, high, se, df = mean_interval(y, ci)
         rows.append({"c": c, "effect": mean, "ci_low": low, "ci_high": high, "se": se, "df": df,
-                     "n_seeds": y.shape[0], "n_prompts": y.shape[1]})
+                     "n_seeds": y.shape[0], "n_prompts": y.shape[1], "baseline_offset": offset})
     return pd.DataFrame(rows)
 
 
@@ -84,13 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target", type=float, required=True,
                         help="the planted − soup effect to reach, in u's reward units (negative: more interference)")
     parser.add_argument("--values", nargs="+", help="values in training order (default: the run's, from its config)")
-    parser.add_argument("--c", nargs="+", type=float, default=[0.0, 0.5, 1.0, 1.5], help="strengths the grid holds")
+    parser.add_argument("--c", nargs="+", type=float, default=[0.0, 0.5, 1.0], help="strengths the grid holds")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
     rewards = read_pilot(args.run_dir)
     values = args.values or value_order(validate_config(yaml.safe_load((args.run_dir / "config.yaml").read_text())))
     table = effect_by_strength(rewards, values, args.c)
-    text = to_markdown(table.round({"effect": 2, "ci_low": 2, "ci_high": 2, "se": 2, "df": 1}))
+    text = to_markdown(table.round({"effect": 2, "ci_low": 2, "ci_high": 2, "se": 2, "df": 1, "baseline_offset": 2}))
     c = strength_for(table, args.target)
     text += f"\nc for an effect of {args.target:g}: {c:.2f}\n"
     print(text)
