@@ -92,11 +92,14 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
-def save(run: Path, archive: Path) -> list[str]:
-    """Copy the finished part of ``run`` into ``archive`` (see the module docstring); return the seeds copied."""
+def save(run: Path, archive: Path, only: Sequence[str] | None = None) -> list[str]:
+    """Copy the finished part of ``run`` into ``archive`` (see the module docstring); return the seeds copied.
+
+    ``only``: just these seeds (those Snakemake has just brought up to date: a seed's files can exist and still be
+    out of date after a config change, so run Snakemake before saving)."""
     config = _config(run)
     methods, values, plan = list(config["methods"]), value_order(config), MethodPlan.of(config)
-    seeds = complete_seeds(run, config)
+    seeds = [s for s in complete_seeds(run, config) if only is None or s in only]
     if not seeds:
         raise ArchiveError(f"{run}: no training seed has scores for every method ({', '.join(methods)}) and value "
                            f"({', '.join(values)}) and every dependence table yet: nothing to archive")

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         print(f"seed_by_seed: training seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})", flush=True)
         subprocess.run([*command, *seed_targets(config, seed)], check=True)
-        save(run, args.archive)
+        save(run, args.archive, [seed])  # only the seed Snakemake just brought up to date
         print(f"seed_by_seed: {args.archive} holds seeds {', '.join(rebuild_tables(args.archive))}", flush=True)
     if complete_seeds(run, config) == seeds:
         subprocess.run(command, check=True)  # tables, figures, summary of the whole run

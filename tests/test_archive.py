@@ -38,6 +38,7 @@ def run(tmp_path) -> Path:
 
 def test_save_keeps_complete_seeds_and_no_prompt_text_and_the_tables_rebuild_alone(run, tmp_path):
     archive = tmp_path / "docs" / "run"
+    assert save(run, archive, only=["2"]) == ["2"] and not (archive / "seed_1").exists()
     assert save(run, archive) == ["1", "2"]
     assert not (archive / "seed_3").exists()
     assert list(pd.read_parquet(archive / "evaluation/prompts.parquet").columns) == ["prompt_id", "origin", "category"]

@@ -17,7 +17,7 @@ SEEDS = [str(s) for s in yaml.safe_load(CONFIG.read_text())["seeds"]]
 def calls(monkeypatch) -> list:
     made = []
     monkeypatch.setattr(seed_by_seed.subprocess, "run", lambda command, check: made.append(("snakemake", command)))
-    monkeypatch.setattr(seed_by_seed, "save", lambda run, archive: made.append(("save", str(run))))
+    monkeypatch.setattr(seed_by_seed, "save", lambda run, archive, only=None: made.append(("save", str(run), only)))
     monkeypatch.setattr(seed_by_seed, "rebuild_tables", lambda archive: made.append(("tables", None)) or ["1"])
     return made
 
@@ -39,7 +39,8 @@ def test_each_seed_is_run_then_archived_and_the_whole_run_last(monkeypatch, call
     assert not [t for t in seed_2 if "seed_1/" in t or "seed_3/" in t]
     assert not targets(runs[-1])  # the last call asks for everything
     assert [c[0] for c in calls[:3]] == ["snakemake", "save", "tables"]
-    assert calls[-2] == ("save", "results/decorrelation_strong")
+    assert calls[1][2] == ["1"]  # after a seed's run, only that seed is saved (others may be out of date)
+    assert calls[-2] == ("save", "results/decorrelation_strong", None)
 
 
 def test_on_a_new_machine_archived_seeds_are_kept_and_not_trained_again(calls, tmp_path, monkeypatch):
