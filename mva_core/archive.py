@@ -11,6 +11,9 @@ evaluation prompts' ids and origins (never their text: dataset text stays out of
 test split needs only ids and origins). ``tables`` then computes every evaluation table, summary.md and job_times.md
 from the archive with the run's own code path (``reporting.build_tables``, ``summary.summary_markdown``), so the
 tables of a partly finished run cover its finished seeds and say how many (``design.n_seeds``).
+
+The archive is text: every table is CSV (floats written to round-trip exactly, identifier columns read back as
+strings), so git diffs it and no binary data file enters the repository; the run's Parquet files stay in results/.
 """
 from __future__ import annotations
 
@@ -23,9 +26,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from mva_core.artifacts import atomic_file, write_parquet, write_text
+from mva_core.artifacts import atomic_file, write_text
 from mva_core.config import validate_config
-from mva_core.contracts import EVALUATION_PROMPTS, POINTS, SCORES, read_table
+from mva_core.contracts import EVALUATION_PROMPTS, POINTS, SCORES, read_table, validate_table
 from mva_core.markdown import to_markdown
 from mva_core.methods import MethodPlan, value_order
 from mva_core.reporting import (
@@ -40,6 +43,21 @@ from mva_core.summary import summary_markdown
 
 PROMPT_COLUMNS = ["prompt_id", "origin", "category"]
 """What the archive keeps of the evaluation prompts: no text."""
+TEXT_COLUMNS = ("point_id", "prompt_id", "method", "value", "kind", "adapter", "rm_dtype", "origin", "category",
+                "module", "value_a", "value_b")
+"""Columns read back from an archive's CSV as strings (an id such as ``1234`` or ``0_1`` must not become a number)."""
+
+
+def write_csv(table: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """An archive table, its identifier columns as strings."""
+    header = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS if c in header})
 
 
 class ArchiveError(ValueError):
@@ -53,12 +71,18 @@ def _config(folder: Path) -> dict:
     return validate_config(yaml.safe_load(path.read_text()))
 
 
-def complete_seeds(folder: Path, config: dict) -> list[str]:
-    """The config's seeds whose scores (every method and value) and dependence tables (every vector set) ``folder``
-    (a run or an archive) holds."""
+def seed_files(config: dict, suffix: str) -> list[str]:
+    """The files (relative to ``seed_<s>/``) of one finished seed: every method's scores per value, every vector set's
+    dependence table; ``suffix`` ``.parquet`` in a run, ``.csv`` in an archive."""
     plan, values = MethodPlan.of(config), value_order(config)
-    wanted = [*(f"evaluation/{m}/scores_{v}.parquet" for m in config["methods"] for v in values),
-              *(f"decorrelation/{s}.parquet" for s in plan.vector_sets)]
+    return [*(f"evaluation/{m}/scores_{v}{suffix}" for m in config["methods"] for v in values),
+            *(f"decorrelation/{s}{suffix}" for s in plan.vector_sets)]
+
+
+def complete_seeds(folder: Path, config: dict, suffix: str = ".parquet") -> list[str]:
+    """The config's seeds whose files (``seed_files``) ``folder`` holds: a run (``.parquet``) or an archive
+    (``.csv``)."""
+    wanted = seed_files(config, suffix)
     return [s for s in configured_seeds(config) if all((folder / f"seed_{s}" / f).is_file() for f in wanted)]
 
 
@@ -80,7 +104,7 @@ def check_same_experiment(run: Path, archive: Path, config: dict, prompt_ids: se
     if differing:
         raise ArchiveError(f"{archive} holds seeds of another config than {run / 'config.yaml'} (keys {differing} "
                            "differ): archive this run into a new folder")
-    held_ids = set(pd.read_parquet(archive / "evaluation/prompts.parquet", columns=["prompt_id"])["prompt_id"])
+    held_ids = set(read_csv(archive / "evaluation/prompts.csv")["prompt_id"])
     if held_ids != prompt_ids:
         raise ArchiveError(f"{archive} holds seeds scored on other evaluation prompts than {run}'s "
                            f"({len(held_ids ^ prompt_ids)} prompt ids differ): archive this run into a new folder")
@@ -92,13 +116,17 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
+def _as_csv(source: Path, target: Path) -> None:
+    write_csv(pd.read_parquet(source), target)
+
+
 def save(run: Path, archive: Path, only: Sequence[str] | None = None) -> list[str]:
     """Copy the finished part of ``run`` into ``archive`` (see the module docstring); return the seeds copied.
 
     ``only``: just these seeds (those Snakemake has just brought up to date: a seed's files can exist and still be
     out of date after a config change, so run Snakemake before saving)."""
     config = _config(run)
-    methods, values, plan = list(config["methods"]), value_order(config), MethodPlan.of(config)
+    methods, values = list(config["methods"]), value_order(config)
     seeds = [s for s in complete_seeds(run, config) if only is None or s in only]
     if not seeds:
         raise ArchiveError(f"{run}: no training seed has scores for every method ({', '.join(methods)}) and value "
@@ -106,13 +134,12 @@ def save(run: Path, archive: Path, only: Sequence[str] | None = None) -> list[st
     prompts = read_table(run / "evaluation" / "prompts.parquet", EVALUATION_PROMPTS)
     check_same_experiment(run, archive, config, set(prompts["prompt_id"]))
     _copy(run / "config.yaml", archive / "config.yaml")
-    write_parquet(prompts[[c for c in PROMPT_COLUMNS if c in prompts.columns]], archive / "evaluation/prompts.parquet")
+    write_csv(prompts[[c for c in PROMPT_COLUMNS if c in prompts.columns]], archive / "evaluation/prompts.csv")
     for method in methods:
-        _copy(run / f"evaluation/{method}/points.parquet", archive / f"evaluation/{method}/points.parquet")
+        _as_csv(run / f"evaluation/{method}/points.parquet", archive / f"evaluation/{method}/points.csv")
     for seed in seeds:
-        for relative in [*(f"evaluation/{m}/scores_{v}.parquet" for m in methods for v in values),
-                         *(f"decorrelation/{s}.parquet" for s in plan.vector_sets)]:
-            _copy(run / f"seed_{seed}" / relative, archive / f"seed_{seed}" / relative)
+        for relative in seed_files(config, ".parquet"):
+            _as_csv(run / f"seed_{seed}" / relative, archive / f"seed_{seed}" / relative.replace(".parquet", ".csv"))
     for path in [*run.glob("reward_models/accuracy_*.json"), *run.glob("benchmarks/**/*.tsv")]:
         _copy(path, archive / path.relative_to(run))
     return seeds
@@ -131,27 +158,28 @@ def job_times_markdown(archive: Path) -> str:
 
 
 def rebuild_tables(archive: Path) -> list[str]:
-    """Every evaluation table (``tables/<name>.parquet`` and ``.md``), summary.md and job_times.md of ``archive``,
+    """Every evaluation table (``tables/<name>.csv``, some also ``.md``), summary.md and job_times.md of ``archive``,
     from its scores alone; returns the seeds they cover."""
     config = _config(archive)
     plan, values, methods = MethodPlan.of(config), value_order(config), list(config["methods"])
-    seeds = complete_seeds(archive, config)
+    seeds = complete_seeds(archive, config, ".csv")
     if not seeds:
         raise ArchiveError(f"{archive}: no seed with every method's scores: not an archive written by mva-archive save")
-    scores = pd.concat([read_table(archive / f"seed_{s}/evaluation/{m}/scores_{v}.parquet", SCORES)
+    scores = pd.concat([validate_table(read_csv(archive / f"seed_{s}/evaluation/{m}/scores_{v}.csv"), SCORES)
                         for s in seeds for m in methods for v in values], ignore_index=True)
-    points = pd.concat([read_table(archive / f"evaluation/{m}/points.parquet", POINTS) for m in methods], ignore_index=True)
-    prompts = pd.read_parquet(archive / "evaluation/prompts.parquet")
+    points = pd.concat([validate_table(read_csv(archive / f"evaluation/{m}/points.csv"), POINTS) for m in methods],
+                       ignore_index=True)
+    prompts = read_csv(archive / "evaluation/prompts.csv")
     tables = build_tables(scores, points, prompts, config["evaluation"], values, config["seed"], plan.baselines,
                           plan.interference_references, plan.planted_methods)
     for name, stem in TABLE_FILES.items():
-        write_parquet(getattr(tables, name), archive / f"tables/{stem}.parquet")
+        write_csv(getattr(tables, name), archive / f"tables/{stem}.csv")
     for name in MARKDOWN_TABLES:
         table = getattr(tables, name)
         write_text((to_markdown(table) if len(table) else "(one method: nothing to compare)") + "\n",
                    archive / f"tables/{TABLE_FILES[name]}.md")
-    decorrelation = read_decorrelation([archive / f"seed_{s}/decorrelation/{v}.parquet" for s in seeds for v in plan.vector_sets],
-                                       plan.decorrelation_sets)
+    decorrelation = read_decorrelation([archive / f"seed_{s}/decorrelation/{v}.csv" for s in seeds for v in plan.vector_sets],
+                                       plan.decorrelation_sets, read=read_csv)
     accuracies = read_accuracies(sorted(archive.glob("reward_models/accuracy_*.json")))
     benchmarks = sorted((archive / "benchmarks").rglob("*.tsv"))
     configured = configured_seeds(config)

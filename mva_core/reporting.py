@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,12 +248,14 @@ def sensitivity_table(methods: Mapping[str, Mapping], frontiers: pd.DataFrame,
     return pd.concat(labelled, ignore_index=True)
 
 
-def read_decorrelation(paths: Sequence[str | Path], sets: Mapping[str, str]) -> dict[str, pd.DataFrame]:
-    """Decorrelation tables ``.../seed_<s>/decorrelation/<vector set>.parquet`` (seeds stacked) joined back to the
-    methods: ``sets`` maps each method to its vector set, so methods sharing vectors share a table (``sets`` order)."""
+def read_decorrelation(paths: Sequence[str | Path], sets: Mapping[str, str],
+                       read: Callable[[Path], pd.DataFrame] = pd.read_parquet) -> dict[str, pd.DataFrame]:
+    """Decorrelation tables ``.../seed_<s>/decorrelation/<vector set>.parquet`` (seeds stacked; ``read`` reads one,
+    e.g. an archive's CSV) joined back to the methods: ``sets`` maps each method to its vector set, so methods sharing
+    vectors share a table (``sets`` order)."""
     frames: dict[str, list[pd.DataFrame]] = {}
     for path in map(Path, paths):
-        table = pd.read_parquet(path)
+        table = read(path)
         missing = [c for c in table_columns() if c not in table.columns]
         if missing:
             raise ValueError(f"{path}: decorrelation table lacks columns {missing[:3]}{' ...' if len(missing) > 3 else ''}"

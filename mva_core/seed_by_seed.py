@@ -18,20 +18,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mva_core.archive import complete_seeds, rebuild_tables, save
+from mva_core.archive import complete_seeds, configured_seeds, rebuild_tables, save, seed_files
 from mva_core.config import validate_config
 from mva_core.config_files import load_config_files
-from mva_core.methods import MethodPlan, value_order
 from mva_core.run_config import RUN_CONFIG
 
 
 def seed_targets(config: dict, seed: str) -> list[str]:
     """The files that finish one training seed: every method's scores per value, every vector set's dependence."""
     run = f"results/{config['run_name']}"
-    plan = MethodPlan.of(config)
-    return ([f"{run}/{RUN_CONFIG}"]
-            + [f"{run}/seed_{seed}/evaluation/{m}/scores_{v}.parquet" for m in config["methods"] for v in value_order(config)]
-            + [f"{run}/seed_{seed}/decorrelation/{s}.parquet" for s in plan.vector_sets])
+    return [f"{run}/{RUN_CONFIG}", *(f"{run}/seed_{seed}/{f}" for f in seed_files(config, ".parquet"))]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,10 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = validate_config(load_config_files(args.configfile))
     run = Path(f"results/{config['run_name']}")
-    seeds = [str(s) for s in (config["seeds"] or [config["seed"]])]
+    seeds = configured_seeds(config)
     command = [sys.executable, "-m", "snakemake", "--cores", args.cores, "--configfile", *args.configfile,
                *args.snakemake_args]
-    archived = complete_seeds(args.archive, config)
+    archived = complete_seeds(args.archive, config, ".csv")
     for seed in seeds:
         if seed in archived and seed not in complete_seeds(run, config):
             print(f"seed_by_seed: seed {seed} is archived in {args.archive} (its results/ are gone): kept, not rerun",

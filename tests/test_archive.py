@@ -11,7 +11,7 @@ import yaml
 from conftest import REPO
 from test_planning import write_run
 
-from mva_core.archive import ArchiveError, main, rebuild_tables, save
+from mva_core.archive import ArchiveError, main, read_csv, rebuild_tables, save
 from mva_core.config import validate_config
 from mva_core.decorrelation import table_columns
 from mva_core.methods import MethodPlan
@@ -41,7 +41,7 @@ def test_save_keeps_complete_seeds_and_no_prompt_text_and_the_tables_rebuild_alo
     assert save(run, archive, only=["2"]) == ["2"] and not (archive / "seed_1").exists()
     assert save(run, archive) == ["1", "2"]
     assert not (archive / "seed_3").exists()
-    assert list(pd.read_parquet(archive / "evaluation/prompts.parquet").columns) == ["prompt_id", "origin", "category"]
+    assert list(read_csv(archive / "evaluation/prompts.csv").columns) == ["prompt_id", "origin", "category"]
     assert rebuild_tables(archive) == ["1", "2"]
 
     config = validate_config(yaml.safe_load((run / "config.yaml").read_text()))
@@ -51,7 +51,8 @@ def test_save_keeps_complete_seeds_and_no_prompt_text_and_the_tables_rebuild_alo
     points = pd.concat([pd.read_parquet(run / f"evaluation/{m}/points.parquet") for m in config["methods"]])
     expected = build_tables(scores, points, pd.read_parquet(run / "evaluation/prompts.parquet"), config["evaluation"],
                             ["concise", "positive"], config["seed"], plan.baselines)
-    interference = pd.read_parquet(archive / "tables/interference.parquet")
+    assert {p.suffix for p in archive.rglob("*") if p.is_file()} <= {".csv", ".md", ".yaml", ".json", ".tsv"}  # text
+    interference = read_csv(archive / "tables/interference.csv")
     pd.testing.assert_frame_equal(interference, expected.interference, check_dtype=False)
     assert set(interference["n_seeds"]) == {2}
     assert (archive / "tables/interference.md").read_text().startswith("|")

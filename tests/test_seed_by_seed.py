@@ -28,7 +28,7 @@ def targets(command: list[str]) -> list[str]:
 
 def test_each_seed_is_run_then_archived_and_the_whole_run_last(monkeypatch, calls, tmp_path):
     monkeypatch.setattr(seed_by_seed, "complete_seeds",  # results/ has every seed, the archive none yet
-                        lambda folder, config: SEEDS if str(folder).startswith("results") else [])
+                        lambda folder, config, suffix=".parquet": SEEDS if str(folder).startswith("results") else [])
     assert seed_by_seed.main(["--configfile", str(CONFIG), "--archive", str(tmp_path), "--", "--keep-going"]) == 0
     runs = [c[1] for c in calls if c[0] == "snakemake"]
     assert len(runs) == len(SEEDS) + 1  # each seed, then the whole run
@@ -46,9 +46,9 @@ def test_each_seed_is_run_then_archived_and_the_whole_run_last(monkeypatch, call
 def test_on_a_new_machine_archived_seeds_are_kept_and_not_trained_again(calls, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no results/ here
     archive = tmp_path / "archive"
-    files = [*(f"evaluation/{m}/scores_{v}.parquet" for m in ("soup", "mva", "cka10", "projection")
+    files = [*(f"evaluation/{m}/scores_{v}.csv" for m in ("soup", "mva", "cka10", "projection")
                for v in ("concise", "positive")),
-             *(f"decorrelation/{s}.parquet" for s in ("independent", "mva", "cka10", "projection"))]
+             *(f"decorrelation/{s}.csv" for s in ("independent", "mva", "cka10", "projection"))]
     for seed in ("1", "2"):
         for name in files:
             path = archive / f"seed_{seed}" / name
