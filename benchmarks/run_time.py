@@ -15,23 +15,20 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from mva_core.artifacts import read_provenance
-from mva_core.config import validate_config
 from mva_core.markdown import to_markdown
+from mva_core.reporting import benchmark_seconds
+from mva_core.run_config import RUN_CONFIG, read_run_config
 from mva_core.shared_points import borrowed_points
 
 
 def job_seconds(run: Path) -> pd.DataFrame:
     """One row per benchmarked job: stage (its rule), the job's path below the stage, and its wall-clock seconds."""
-    rows = []
-    for path in sorted((run / "benchmarks").rglob("*.tsv")):
-        parts = path.relative_to(run / "benchmarks").with_suffix("").parts
-        rows.append({"stage": parts[0], "job": "/".join(parts[1:]), "s": float(pd.read_csv(path, sep="\t")["s"].sum())})
-    if not rows:
+    jobs = benchmark_seconds(run)
+    if jobs.empty:
         raise SystemExit(f"{run}: no benchmark TSVs under {run / 'benchmarks'}: not a run of this pipeline")
-    return pd.DataFrame(rows)
+    return jobs
 
 
 def stage_shares(jobs: pd.DataFrame) -> pd.DataFrame:
@@ -43,10 +40,9 @@ def stage_shares(jobs: pd.DataFrame) -> pd.DataFrame:
 def copied_points(run: Path) -> dict[str, set[str]]:
     """Method -> the points its generations copy from an earlier method (``shared_points``; none without the run's
     recorded config)."""
-    path = run / "config.yaml"
-    if not path.is_file():
+    if not (run / RUN_CONFIG).is_file():
         return {}
-    return {method: set(points) for method, points in borrowed_points(validate_config(yaml.safe_load(path.read_text()))).items()}
+    return {method: set(points) for method, points in borrowed_points(read_run_config(run).config).items()}
 
 
 def generation_speed(run: Path, jobs: pd.DataFrame) -> pd.DataFrame:

@@ -24,21 +24,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from mva_core.artifacts import atomic_file, write_text
-from mva_core.config import validate_config
+from mva_core.config_errors import ConfigError
 from mva_core.contracts import EVALUATION_PROMPTS, POINTS, SCORES, read_table, validate_table
 from mva_core.markdown import to_markdown
 from mva_core.methods import MethodPlan, value_order
 from mva_core.reporting import (
     MARKDOWN_TABLES,
     TABLE_FILES,
+    benchmark_seconds,
     build_tables,
     read_accuracies,
     read_decorrelation,
     total_wall_seconds,
 )
+from mva_core.run_config import read_run_config
 from mva_core.summary import summary_markdown
 
 PROMPT_COLUMNS = ["prompt_id", "origin", "category"]
@@ -65,10 +66,8 @@ class ArchiveError(ValueError):
 
 
 def _config(folder: Path) -> dict:
-    path = folder / "config.yaml"
-    if not path.is_file():
-        raise ArchiveError(f"{path} is missing: a run records it (rule run_config) and an archive keeps it")
-    return validate_config(yaml.safe_load(path.read_text()))
+    """The config a run recorded (rule run_config), which its archive keeps."""
+    return read_run_config(folder).config
 
 
 def seed_files(config: dict, suffix: str) -> list[str]:
@@ -146,12 +145,10 @@ def save(run: Path, archive: Path, only: Sequence[str] | None = None) -> list[st
 
 
 def job_times_markdown(archive: Path) -> str:
-    rows = [{"job": "/".join(p.relative_to(archive / "benchmarks").with_suffix("").parts),
-             "seconds": round(float(pd.read_csv(p, sep="\t")["s"].sum()), 1)}
-            for p in sorted((archive / "benchmarks").rglob("*.tsv"))]
-    if not rows:
+    jobs = benchmark_seconds(archive)
+    if jobs.empty:
         return "(no benchmark TSVs)\n"
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame({"job": jobs["stage"] + "/" + jobs["job"], "seconds": [round(s, 1) for s in jobs["s"]]})
     total = pd.DataFrame([{"job": "**total**", "seconds": round(table["seconds"].sum(), 1)}])
     return ("Wall-clock seconds per job (the run's Snakemake `benchmark:` TSVs; `python benchmarks/run_time.py` on "
             "the run gives shares and speeds).\n\n" + to_markdown(pd.concat([table, total], ignore_index=True)))
@@ -207,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             copied = save(args.run_dir, args.archive)
             print(f"{args.archive}: seeds {', '.join(copied)} of {args.run_dir} archived")
         seeds = rebuild_tables(args.archive)
-    except (ArchiveError, FileNotFoundError) as err:
+    except (ArchiveError, ConfigError, FileNotFoundError) as err:
         print(f"mva-archive: {err}", file=sys.stderr)
         return 2
     print(f"{args.archive}/tables, summary.md, job_times.md: rebuilt from seeds {', '.join(seeds)}")

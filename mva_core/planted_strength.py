@@ -25,14 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from mva_core.config import validate_config
 from mva_core.contracts import SCORES, read_table
 from mva_core.grid import point_id
 from mva_core.markdown import to_markdown
 from mva_core.methods import value_order
 from mva_core.rewards import SeededRewards, seeded_rewards
+from mva_core.run_config import read_run_config
 from mva_core.variance import mean_interval
 
 
@@ -92,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
     rewards = read_pilot(args.run_dir)
-    values = args.values or value_order(validate_config(yaml.safe_load((args.run_dir / "config.yaml").read_text())))
+    values = args.values or value_order(read_run_config(args.run_dir).config)
     table = effect_by_strength(rewards, values, args.c)
     text = to_markdown(table.round({"effect": 2, "ci_low": 2, "ci_high": 2, "se": 2, "df": 1, "baseline_offset": 2}))
     c = strength_for(table, args.target)

@@ -270,6 +270,16 @@ def read_accuracies(paths: Sequence[str | Path]) -> list[dict]:
     return [json.loads(Path(p).read_text()) for p in paths]
 
 
+def benchmark_seconds(run: Path) -> pd.DataFrame:
+    """One row per Snakemake benchmark TSV under ``run/benchmarks``: ``stage`` (its rule), ``job`` (its path below
+    the stage, e.g. ``seed1/mva/part0``) and wall-clock seconds ``s``; empty without benchmarks."""
+    rows = []
+    for path in sorted((run / "benchmarks").rglob("*.tsv")):
+        parts = path.relative_to(run / "benchmarks").with_suffix("").parts
+        rows.append({"stage": parts[0], "job": "/".join(parts[1:]), "s": float(pd.read_csv(path, sep="\t")["s"].sum())})
+    return pd.DataFrame(rows, columns=["stage", "job", "s"])
+
+
 def total_wall_seconds(benchmark_files: Sequence[str | Path]) -> float:
     """Sum of the wall-clock seconds of Snakemake benchmark TSVs."""
     return float(sum(pd.read_csv(p, sep="\t")["s"].sum() for p in benchmark_files))
