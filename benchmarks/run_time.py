@@ -19,7 +19,6 @@ import pandas as pd
 from mva_core.artifacts import read_provenance
 from mva_core.markdown import to_markdown
 from mva_core.reporting import benchmark_seconds
-from mva_core.run_config import RUN_CONFIG, read_run_config
 from mva_core.shared_points import borrowed_points
 
 
@@ -37,26 +36,18 @@ def stage_shares(jobs: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def copied_points(run: Path) -> dict[str, set[str]]:
-    """Method -> the points its generations copy from an earlier method (``shared_points``; none without the run's
-    recorded config)."""
-    if not (run / RUN_CONFIG).is_file():
-        return {}
-    return {method: set(points) for method, points in borrowed_points(read_run_config(run).config).items()}
-
-
 def generation_speed(run: Path, jobs: pd.DataFrame) -> pd.DataFrame:
-    """Per seed and method: answers and response tokens it generated (not those copied from an earlier method),
-    generate-job seconds (all parts), tokens and answers per s."""
+    """Per seed and method: answers and response tokens its generate jobs made (their kept ``generation_parts``,
+    which leave out the points copied from an earlier method; a run whose parts were deleted, made before they were
+    kept, copied nothing, so its merged table counts), generate-job seconds (all parts), tokens and answers per s."""
     rows = []
     generate = jobs[jobs["stage"] == "generate"]
-    copied = copied_points(run)
     for path in sorted(run.glob("seed_*/evaluation/*/generations.parquet")):
         seed, method = path.parts[-4].removeprefix("seed_"), path.parts[-2]
         mine = (generate["job"] == f"seed{seed}/{method}") | generate["job"].str.startswith(f"seed{seed}/{method}/")
         seconds = generate.loc[mine, "s"].sum()  # one job, or its evaluation.generation.jobs parts
-        table = pd.read_parquet(path, columns=["point_id", "n_response_tokens"])
-        table = table[~table["point_id"].astype(str).isin(copied.get(method, set()))]
+        parts = sorted(path.parent.glob("generation_parts/*.parquet")) or [path]
+        table = pd.concat([pd.read_parquet(p, columns=["n_response_tokens"]) for p in parts], ignore_index=True)
         tokens = int(table["n_response_tokens"].sum())
         rows.append({"seed": seed, "method": method, "answers": len(table), "tokens": tokens, "seconds": seconds,
                      "tokens_per_s": tokens / seconds if seconds else float("nan"),

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run_time.py"
 
@@ -57,10 +56,11 @@ def test_a_folder_without_benchmarks_is_refused(tmp_path, run_time):
 
 
 def test_rows_copied_from_an_earlier_method_are_not_counted_as_generated(tmp_path, run_time):
-    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())  # soup copies mva's 0_0, 1_0, ...
     benchmark(tmp_path, "generate/seed42/soup/part0", 10.0)
     generations = tmp_path / "seed_42" / "evaluation" / "soup" / "generations.parquet"
-    generations.parent.mkdir(parents=True)
+    (generations.parent / "generation_parts").mkdir(parents=True)
     pd.DataFrame({"point_id": ["0_0", "1_0", "0_1"], "n_response_tokens": [50, 60, 70]}).to_parquet(generations)
+    own = pd.DataFrame({"point_id": ["0_1"], "n_response_tokens": [70]})  # 0_0 and 1_0 were copied from mva
+    own.to_parquet(generations.parent / "generation_parts" / "0.parquet")
     (soup,) = run_time.generation_speed(tmp_path, run_time.job_seconds(tmp_path)).to_dict("records")
     assert (soup["answers"], soup["tokens"], soup["tokens_per_s"]) == (1, 70, 7.0)
