@@ -22,12 +22,16 @@ from mva_core.archive import complete_seeds, configured_seeds, rebuild_tables, s
 from mva_core.config import validate_config
 from mva_core.config_files import load_config_files
 from mva_core.run_config import RUN_CONFIG
+from mva_core.methods import value_order
 
 
 def seed_targets(config: dict, seed: str) -> list[str]:
-    """The files that finish one training seed: every method's scores per value, every vector set's dependence."""
+    """The files that finish one training seed: every method's scores per value, every vector set's dependence,
+    and each value's evaluator check against chance (seed-free, made once), without which no archived judgement
+    counts."""
     run = f"results/{config['run_name']}"
-    return [f"{run}/{RUN_CONFIG}", *(f"{run}/seed_{seed}/{f}" for f in seed_files(config, ".parquet"))]
+    return [f"{run}/{RUN_CONFIG}", *(f"{run}/reward_models/accuracy_{value}.json" for value in value_order(config)),
+            *(f"{run}/seed_{seed}/{f}" for f in seed_files(config, ".parquet"))]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -72,15 +72,23 @@ def _unsound_note(values: Sequence[str], unsound: Mapping[str, str]) -> str:
     return " (evaluator " + ", ".join(f"of {v} {unsound[v]}" for v in involved) + ": not evidence)"
 
 
-def evaluator_lines(rm_accuracy: Sequence[Mapping]) -> tuple[list[str], dict[str, str]]:
-    """The evaluator table, and the values whose evaluator is not evidence: value -> 'at chance' or 'inverted'."""
+def evaluator_lines(rm_accuracy: Sequence[Mapping], values: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The evaluator table, and the values whose evaluator is not evidence: value -> 'at chance', 'inverted' or
+    'unchecked' (no check on record: an archive copied before the run made it)."""
     table = pd.DataFrame([{"evaluator": (r.get("scorer") or {}).get("model", "?"),
                            **{k: r.get(k) for k in ("value", "accuracy", "n", "ci_low", "ci_high", "check")}}
                           for r in rm_accuracy])
     unsound = ({value: "inverted" if check == WORSE_THAN_CHANCE else "at chance"
                 for value, check in zip(table["value"], table["check"]) if check != BETTER_THAN_CHANCE}
                if len(table) else {})
-    lines = ["## Evaluators (pairwise accuracy on held-out eval pairs, exact binomial CI)", "", to_markdown(table), ""]
+    unchecked = [v for v in values if not len(table) or v not in set(table["value"])]
+    unsound.update({value: "unchecked" for value in unchecked})
+    lines = ["## Evaluators (pairwise accuracy on held-out eval pairs, exact binomial CI)", ""]
+    lines += [to_markdown(table), ""] if len(table) else []
+    if unchecked:
+        lines += [f"No evaluator check is on record for {unchecked} (`reward_models/accuracy_<value>.json`): "
+                  "comparisons on these values (and hypervolumes, weighted rewards) are **not evidence** until "
+                  "their evaluator is shown better than chance.", ""]
     learned = sorted(table.loc[~table["evaluator"].astype(str).str.startswith("oracle:"), "value"]) if len(table) else []
     if learned:
         lines += [f"Values {learned} are judged by learned reward models: their judgements carry the models' own "
@@ -198,7 +206,7 @@ def baseline_lines(comparisons: pd.DataFrame, unsound: Mapping[str, str]) -> lis
     lines = ["## Each method against the penalty-free baselines (a − b, paired, test prompts, averaged over "
              "weightings)", "", to_markdown(comparisons[columns]), ""]
     if unsound:
-        lines += [f"(Evaluators of {sorted(unsound)} are not better than chance: rows on them, hypervolume included, "
+        lines += [f"(Evaluators of {sorted(unsound)} are not shown better than chance: rows on them, hypervolume included, "
                   "are not evidence.)", ""]
     return lines
 
@@ -239,7 +247,7 @@ def effect_lines(efficacy: pd.DataFrame, interference: pd.DataFrame, unsound: Ma
             lines += ["At λ = 1, after Holm's adjustment: " + "; ".join(weak) + ". Frontiers and comparisons on such "
                       "a value cannot show a trained effect.", ""]
         if unsound:
-            lines += [f"(Evaluators of {sorted(unsound)} are not better than chance: their efficacy rows are not "
+            lines += [f"(Evaluators of {sorted(unsound)} are not shown better than chance: their efficacy rows are not "
                       "evidence.)", ""]
     if len(interference):
         columns = ["method", "value_u", "value_v", "lambda", "claim", *EFFECT_SUMMARY_COLUMNS]
@@ -295,7 +303,7 @@ def summary_markdown(run_name: str, tables, rm_accuracy: Sequence[Mapping], deco
         lines += [f"Total job time (sum of Snakemake benchmark wall clocks): {wall_seconds / 60:.1f} min", ""]
     lines += design_lines(tables.design)
     lines += context_lines(context_check)
-    evaluators, unsound = evaluator_lines(rm_accuracy)
+    evaluators, unsound = evaluator_lines(rm_accuracy, list(dict.fromkeys(tables.means["value"])))
     lines += evaluators
     lines += primary_lines(tables, json.loads(tables.design.iloc[0].get("primary_rows", "[]")), unsound)
     columns = ["method", "n_points", "n_selected", "n_selected_per_seed", "n_hull_vertices", "n_hull_reachable",

@@ -177,6 +177,18 @@ def test_claims_resting_on_an_inverted_evaluator_are_marked():
     assert "not evidence" not in next(x for x in text.splitlines() if "mean_reward (harmless) averaged" in x)
 
 
+def test_a_value_with_no_evaluator_check_on_record_is_not_evidence():
+    text = summary_markdown("archived early", build_tables(*synthetic_run(seeds=(1,)), EVALUATION, VALUES, seed=0),
+                            [accuracy("harmless", 60)], {}, None, target="good")
+    assert "No evaluator check is on record for ['helpful']" in text
+    line = next(x for x in text.splitlines() if "mean_reward (helpful) averaged" in x and "primary" in x)
+    assert line.endswith("(evaluator of helpful unchecked: not evidence)")
+    assert "not evidence" not in next(x for x in text.splitlines() if "mean_reward (harmless) averaged" in x)
+    none = summary_markdown("none", build_tables(*synthetic_run(seeds=(1,)), EVALUATION, VALUES, seed=0), [], {},
+                            None, target="good")
+    assert "No evaluator check is on record for ['harmless', 'helpful']" in none and "|  |" not in none
+
+
 def test_sensitivity_puts_the_unpenalised_method_at_weight_zero_of_every_series():
     frontiers = pd.DataFrame({"method": ["soup", "w1", "w10", "w10_s2"], "hypervolume": [1.0, 2.0, 3.0, 4.0],
                               "hv_ci_low": [0.5] * 4, "hv_ci_high": [5.0] * 4})

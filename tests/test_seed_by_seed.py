@@ -36,6 +36,8 @@ def test_each_seed_is_run_then_archived_and_the_whole_run_last(monkeypatch, call
     seed_2 = targets(runs[1])
     assert "results/decorrelation_strong/seed_2/evaluation/projection/scores_positive.parquet" in seed_2
     assert "results/decorrelation_strong/seed_2/decorrelation/cka10.parquet" in seed_2
+    for value in ("concise", "positive"):  # the evaluator checks, without which an archive's judgements do not count
+        assert f"results/decorrelation_strong/reward_models/accuracy_{value}.json" in seed_2
     assert not [t for t in seed_2 if "seed_1/" in t or "seed_3/" in t]
     assert not targets(runs[-1])  # the last call asks for everything
     assert [c[0] for c in calls[:3]] == ["snakemake", "save", "tables"]
