@@ -26,8 +26,15 @@ import pandas as pd
 import torch
 
 from mva_core.adapters import LoraFactors, read_value_vector
-from mva_core.dependence import SCALE_INVARIANT, delta_w_norm, random_like
-from mva_core.hsic import delta_w_gram, hsic_delta_w, hsic_lora_a, rbf_kernel_from_gram
+from mva_core.dependence import SCALE_INVARIANT, cka_of_centred, delta_w_norm, random_like
+from mva_core.hsic import (
+    centred_kernel,
+    delta_w_gram,
+    hsic,
+    rbf_kernel_from_distances,
+    squared_distances,
+    two_sigma_squared,
+)
 
 METRICS = ("hsic_lora_a_sigma1", "hsic_lora_a_median", "hsic_delta_w_sigma1", "hsic_delta_w_median", "cosine_delta_w")
 """Every table uses these estimator settings, whatever penalty a method trained with, so rows are comparable:
@@ -46,23 +53,75 @@ def cosine_delta_w(u: LoraFactors, v: LoraFactors) -> float:
     return inner(A_u, B_u, s_u, A_v, B_v, s_v) / math.sqrt(norm_sq) if norm_sq > 0 else math.nan
 
 
-def _hsic_on_a_rows(u: LoraFactors, v: LoraFactors, sigma: float | str) -> float:
-    """The released code's HSIC on A rows, paired by index: NaN between vectors of different ranks (a planted
-    vector), where no such pairing exists."""
-    return float(hsic_lora_a(u[0], v[0], sigma, "n2")) if u[0].shape == v[0].shape else math.nan
+class VectorKernels:
+    """One LoRA vector's Gram matrices and RBF kernels, each built once: a table compares every vector with the
+    other vector, its self anchor and 20 random anchors, under several measures that share kernels. The kernels are
+    the very tensors ``mva_core.hsic``'s functions build, so every measure gives the same bits either way."""
+
+    def __init__(self, factors: LoraFactors) -> None:
+        self.factors = factors
+        self._built: dict[tuple, torch.Tensor | float] = {}
+
+    def _once(self, key: tuple, build: Callable[[], torch.Tensor | float]) -> torch.Tensor | float:
+        if key not in self._built:
+            self._built[key] = build()
+        return self._built[key]
+
+    def gram(self, samples: str) -> torch.Tensor:
+        """Gram matrix of the A rows (``lora_a``) or of the ΔW rows (``delta_w``)."""
+        A, B, s = self.factors
+        return self._once(("gram", samples), lambda: A.float() @ A.float().T if samples == "lora_a"
+                          else delta_w_gram(A, B, s))
+
+    def distances(self, samples: str) -> torch.Tensor:
+        return self._once(("distances", samples), lambda: squared_distances(self.gram(samples).float()))
+
+    def bandwidth(self, samples: str, sigma: float | str) -> torch.Tensor | float:
+        return self._once(("bandwidth", samples, sigma), lambda: two_sigma_squared(self.distances(samples), sigma))
+
+    def kernel(self, samples: str, sigma: float | str, minus_one: bool = False) -> torch.Tensor:
+        """As ``rbf_kernel_from_gram(gram, sigma, minus_one=minus_one)``, from the cached distances and bandwidth."""
+        return self._once(("kernel", samples, sigma, minus_one), lambda: rbf_kernel_from_distances(
+            self.distances(samples), self.bandwidth(samples, sigma), minus_one=minus_one))
+
+    def centred(self, samples: str, sigma: float | str) -> torch.Tensor:
+        return self._once(("centred", samples, sigma), lambda: centred_kernel(self.kernel(samples, sigma)))
 
 
-def _hsic_measures() -> dict[str, Callable[[LoraFactors, LoraFactors], float]]:
-    measures = {}
-    for name, sigma in (("sigma1", 1.0), ("median", "median")):
-        measures[f"hsic_lora_a_{name}"] = lambda u, v, sigma=sigma: _hsic_on_a_rows(u, v, sigma)
-        measures[f"hsic_delta_w_{name}"] = lambda u, v, sigma=sigma: float(hsic_delta_w(*u, *v, sigma, "n2", None))
-    measures["cosine_delta_w"] = cosine_delta_w
-    return {name: measures[name] for name in METRICS}
+PairMeasure = Callable[[VectorKernels, VectorKernels], float]
 
 
-MEASURES = {**_hsic_measures(), **SCALE_INVARIANT}
-"""Every dependence measure of the tables: the released-code HSIC forms, cosine, and the scale-invariant ones."""
+def _hsic_pair(samples: str, sigma: float | str) -> PairMeasure:
+    """HSIC (biased, over n²) with RBF kernels on the given rows; on A rows the released code's pairing by index,
+    NaN between vectors of different ranks (a planted vector), where no such pairing exists."""
+    def measure(u: VectorKernels, v: VectorKernels) -> float:
+        if samples == "lora_a" and u.factors[0].shape != v.factors[0].shape:
+            return math.nan
+        return float(hsic(u.kernel(samples, sigma, minus_one=True), v.kernel(samples, sigma, minus_one=True)))
+    return measure
+
+
+def _on_factors(measure: Callable[[LoraFactors, LoraFactors], float]) -> PairMeasure:
+    return lambda u, v: measure(u.factors, v.factors)
+
+
+def _pair_measures() -> dict[str, PairMeasure]:
+    measures = {f"hsic_{samples}_{name}": _hsic_pair(samples, sigma)
+                for samples in ("lora_a", "delta_w") for name, sigma in (("sigma1", 1.0), ("median", "median"))}
+    measures.update({name: _on_factors(measure) for name, measure in SCALE_INVARIANT.items()},
+                    cosine_delta_w=_on_factors(cosine_delta_w),
+                    cka_rbf_delta_w=lambda u, v: cka_of_centred(u.centred("delta_w", "median"),
+                                                                v.centred("delta_w", "median")))
+    return {name: measures[name] for name in (*METRICS, *SCALE_INVARIANT)}
+
+
+PAIR_MEASURES = _pair_measures()
+"""Every dependence measure of the tables, on ``VectorKernels``: the released-code HSIC forms, cosine, and the
+scale-invariant ones (``cka_rbf_delta_w`` from the cached centred kernels, the same bits as ``rbf_cka``)."""
+MEASURES: dict[str, Callable[[LoraFactors, LoraFactors], float]] = {
+    name: (lambda u, v, measure=measure: measure(VectorKernels(u), VectorKernels(v)))
+    for name, measure in PAIR_MEASURES.items()}
+"""The same measures on two vectors' LoRA factors."""
 KERNEL_SETTINGS = {"hsic_lora_a_sigma1": ("lora_a", 1.0), "hsic_lora_a_median": ("lora_a", "median"),
                    "hsic_delta_w_sigma1": ("delta_w", 1.0), "hsic_delta_w_median": ("delta_w", "median"),
                    "cka_rbf_delta_w": ("delta_w", "median")}
@@ -88,11 +147,8 @@ def table_columns() -> list[str]:
     return [*columns, "norm_a", "norm_b"]
 
 
-def off_diagonal_kernel(factors: LoraFactors, samples: str, sigma: float | str) -> torch.Tensor:
-    """The off-diagonal entries of a vector's RBF kernel on A rows (``lora_a``) or ΔW rows (``delta_w``)."""
-    A, B, s = factors
-    gram = A.float() @ A.float().T if samples == "lora_a" else delta_w_gram(A, B, s)
-    K = rbf_kernel_from_gram(gram, sigma)
+def off_diagonal(K: torch.Tensor) -> torch.Tensor:
+    """The off-diagonal entries of a kernel matrix."""
     return K[~torch.eye(K.shape[0], dtype=torch.bool)]
 
 
@@ -130,17 +186,21 @@ def module_record(module: str, u: LoraFactors, v: LoraFactors, draws: int = ANCH
     (``_indep_lo``/``_indep_hi``, seeded by the module name); for RBF measures u's kernel spread and whether either
     vector's kernel collapsed (``_saturated``); whether the measure discriminates and its reading; both ΔW norms."""
     generator = torch.Generator().manual_seed(zlib.crc32(module.encode()))
-    randoms = [random_like(u, generator) for _ in range(draws)]
-    u_at_v_norms = rescaled_like(u, v)
+    u_k, v_k, self_k = VectorKernels(u), VectorKernels(v), VectorKernels(rescaled_like(u, v))
     record: dict = {"module": module}
     with torch.no_grad():
-        for name, measure in MEASURES.items():
-            independent = [measure(random, v) for random in randoms]
-            value, self_anchor, low, high = measure(u, v), measure(u, u_at_v_norms), min(independent), max(independent)
+        independent: dict[str, list[float]] = {name: [] for name in PAIR_MEASURES}
+        for _ in range(draws):  # one random vector's kernels alive at a time
+            random_k = VectorKernels(random_like(u, generator))
+            for name, measure in PAIR_MEASURES.items():
+                independent[name].append(measure(random_k, v_k))
+        for name, measure in PAIR_MEASURES.items():
+            value, self_anchor = measure(u_k, v_k), measure(u_k, self_k)
+            low, high = min(independent[name]), max(independent[name])
             record.update({name: value, f"{name}_self": self_anchor, f"{name}_indep_lo": low, f"{name}_indep_hi": high})
             saturated = False
             if name in KERNEL_SETTINGS:
-                off_u, off_v = (off_diagonal_kernel(x, *KERNEL_SETTINGS[name]) for x in (u, v))
+                off_u, off_v = (off_diagonal(x.kernel(*KERNEL_SETTINGS[name])) for x in (u_k, v_k))
                 record[f"{name}_unsaturated"], record[f"{name}_kernel_std"] = kernel_spread(off_u)
                 saturated = record[f"{name}_saturated"] = kernel_collapsed(off_u) or kernel_collapsed(off_v)
             record[f"{name}_discriminates"] = reading(self_anchor, low, high) in (ABOVE, BELOW) and not saturated

@@ -44,6 +44,11 @@ def linear_cka(A_u: torch.Tensor, B_u: torch.Tensor, A_v: torch.Tensor, B_v: tor
 def rbf_cka(u: LoraFactors, v: LoraFactors, rows: torch.Tensor | None = None) -> float:
     """CKA with median-bandwidth RBF kernels on the rows of ΔW (normalised HSIC), in [0, 1]."""
     K, L = (centred_kernel(rbf_kernel_from_gram(delta_w_gram(A, B, s, rows), "median")) for A, B, s in (u, v))
+    return cka_of_centred(K, L)
+
+
+def cka_of_centred(K: torch.Tensor, L: torch.Tensor) -> float:
+    """CKA of two centred kernels: <K, L> / √(<K, K>·<L, L>); NaN when either is zero."""
     cross, self_u, self_v = (float((x * y).sum()) for x, y in ((K, L), (K, K), (L, L)))
     return cross / math.sqrt(self_u * self_v) if self_u > 0 and self_v > 0 else math.nan
 

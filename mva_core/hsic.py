@@ -93,7 +93,17 @@ def rbf_kernel_from_gram(gram: torch.Tensor, sigma: float | str, *, minus_one: b
     if gram.ndim < 2 or gram.shape[-1] != gram.shape[-2]:
         raise ValueError(f"gram must be a square matrix or a stack of them, got shape {tuple(gram.shape)}")
     dist = squared_distances(gram.float())
-    two_sigma_sq = median_bandwidth(dist) if sigma == "median" else 2.0 * float(sigma) ** 2
+    return rbf_kernel_from_distances(dist, two_sigma_squared(dist, sigma), minus_one=minus_one)
+
+
+def two_sigma_squared(dist: torch.Tensor, sigma: float | str) -> torch.Tensor | float:
+    """2σ² of an RBF kernel on squared distances ``dist``: the median heuristic (``median_bandwidth``) or fixed."""
+    return median_bandwidth(dist) if sigma == "median" else 2.0 * float(sigma) ** 2
+
+
+def rbf_kernel_from_distances(dist: torch.Tensor, two_sigma_sq: torch.Tensor | float, *,
+                              minus_one: bool = False) -> torch.Tensor:
+    """exp(-d / 2σ²), or expm1(-d / 2σ²) = K − 1 with ``minus_one``."""
     return torch.expm1(-dist / two_sigma_sq) if minus_one else torch.exp(-dist / two_sigma_sq)
 
 

@@ -38,7 +38,6 @@ from mva_core.selection import (
 )
 from mva_core.statistics import Estimate, cluster_resamples, judge, primary_mask, t_interval
 
-
 TABLE_FILES = {"means": "mean_rewards", "frontiers": "frontiers", "selections": "selections", "win_rates": "win_rates",
                "comparisons": "comparisons", "baseline_comparisons": "baseline_comparisons",
                "leader": "hypervolume_leader", "seed_hypervolumes": "hypervolume_by_seed", "design": "design",

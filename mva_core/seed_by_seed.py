@@ -21,8 +21,8 @@ from pathlib import Path
 from mva_core.archive import complete_seeds, configured_seeds, rebuild_tables, save, seed_files
 from mva_core.config import validate_config
 from mva_core.config_files import load_config_files
-from mva_core.run_config import RUN_CONFIG
 from mva_core.methods import value_order
+from mva_core.run_config import RUN_CONFIG
 
 
 def seed_targets(config: dict, seed: str) -> list[str]:

@@ -2,12 +2,16 @@
 and the anchors that expose the degenerate σ = 1 HSIC."""
 from __future__ import annotations
 
+import math
+import zlib
+
 import pandas as pd
 import pytest
 import torch
 
 from mva_core.decorrelation import INSIDE, MEASURES, measure_reading, module_record, rescaled_like
-from mva_core.dependence import SCALE_INVARIANT, delta_w_norm, linear_cka, random_like
+from mva_core.dependence import SCALE_INVARIANT, delta_w_norm, linear_cka, random_like, rbf_cka
+from mva_core.hsic import hsic_delta_w, hsic_lora_a
 from mva_core.summary import decorrelation_lines
 
 R, D_IN, D_OUT = 8, 96, 64
@@ -165,3 +169,28 @@ def test_measure_reading_counts_positions_and_needs_discrimination_on_half_the_m
     assert measure_reading(table.assign(m_discriminates=[True, False, False, False]), "m")["reading"] == "uninformative"
     tie = table.assign(m_reading=["above", "above", "inside", "inside"], m_discriminates=True)
     assert measure_reading(tie, "m")["reading"] == "mixed"
+
+
+def _same(x: float, y: float) -> bool:
+    return x == y or (math.isnan(x) and math.isnan(y))
+
+
+def test_kernels_built_once_give_the_same_bits_as_every_measure_alone():
+    """module_record builds each vector's kernels once and shares them across measures and comparisons: every value,
+    self anchor and independent range equals the measure computed alone (exactly), and the measures equal the
+    library's own HSIC forms and RBF CKA (also exactly), including the NaN of A-row HSIC across ranks."""
+    u, v = factors(0), factors(1, scale=0.2)
+    record = module_record("layer.q_proj", u, v, draws=3)
+    generator = torch.Generator().manual_seed(zlib.crc32(b"layer.q_proj"))
+    randoms = [random_like(u, generator) for _ in range(3)]
+    for name, measure in MEASURES.items():
+        independent = [measure(random, v) for random in randoms]
+        assert _same(record[name], measure(u, v)) and _same(record[f"{name}_self"], measure(u, rescaled_like(u, v)))
+        assert record[f"{name}_indep_lo"] == min(independent) and record[f"{name}_indep_hi"] == max(independent)
+    for sigma, label in ((1.0, "sigma1"), ("median", "median")):
+        assert MEASURES[f"hsic_delta_w_{label}"](u, v) == float(hsic_delta_w(*u, *v, sigma))
+        assert MEASURES[f"hsic_lora_a_{label}"](u, v) == float(hsic_lora_a(u[0], v[0], sigma))
+    assert MEASURES["cka_rbf_delta_w"](u, v) == rbf_cka(u, v)
+    wider = (torch.cat([v[0], v[0]]), torch.cat([v[1], v[1]], dim=1), v[2])  # rank 2R: a planted vector's shape
+    assert math.isnan(MEASURES["hsic_lora_a_sigma1"](u, wider))
+    assert not math.isnan(MEASURES["hsic_delta_w_sigma1"](u, wider))
