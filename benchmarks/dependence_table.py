@@ -27,19 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from mva_core.decorrelation import (  # noqa: E402
-    ABOVE,
-    BELOW,
-    KERNEL_SETTINGS,
-    MEASURES,
-    VectorKernels,
-    kernel_collapsed,
-    kernel_spread,
-    module_record,
-    off_diagonal,
-    reading,
-    rescaled_like,
-)
+from mva_core.decorrelation import MEASURES, VectorKernels, measure_columns, module_record, rescaled_like  # noqa: E402
 from mva_core.dependence import delta_w_norm, random_like  # noqa: E402
 
 QUICK = dict(repeats=3)
@@ -63,15 +51,8 @@ def record_before(module: str, u, v, draws: int) -> dict:
     with torch.no_grad():
         for name, measure in MEASURES.items():
             independent = [measure(random, v) for random in randoms]
-            value, self_anchor, low, high = measure(u, v), measure(u, u_at_v_norms), min(independent), max(independent)
-            record.update({name: value, f"{name}_self": self_anchor, f"{name}_indep_lo": low, f"{name}_indep_hi": high})
-            saturated = False
-            if name in KERNEL_SETTINGS:
-                off_u, off_v = (off_diagonal(VectorKernels(x).kernel(*KERNEL_SETTINGS[name])) for x in (u, v))
-                record[f"{name}_unsaturated"], record[f"{name}_kernel_std"] = kernel_spread(off_u)
-                saturated = record[f"{name}_saturated"] = kernel_collapsed(off_u) or kernel_collapsed(off_v)
-            record[f"{name}_discriminates"] = reading(self_anchor, low, high) in (ABOVE, BELOW) and not saturated
-            record[f"{name}_reading"] = reading(value, low, high)
+            record.update(measure_columns(name, measure(u, v), measure(u, u_at_v_norms), independent,
+                                          VectorKernels(u), VectorKernels(v)))  # saturation: its own kernels
     record.update(norm_a=delta_w_norm(u), norm_b=delta_w_norm(v))
     return record
 

@@ -195,18 +195,25 @@ def module_record(module: str, u: LoraFactors, v: LoraFactors, draws: int = ANCH
             for name, measure in PAIR_MEASURES.items():
                 independent[name].append(measure(random_k, v_k))
         for name, measure in PAIR_MEASURES.items():
-            value, self_anchor = measure(u_k, v_k), measure(u_k, self_k)
-            low, high = min(independent[name]), max(independent[name])
-            record.update({name: value, f"{name}_self": self_anchor, f"{name}_indep_lo": low, f"{name}_indep_hi": high})
-            saturated = False
-            if name in KERNEL_SETTINGS:
-                off_u, off_v = (off_diagonal(x.kernel(*KERNEL_SETTINGS[name])) for x in (u_k, v_k))
-                record[f"{name}_unsaturated"], record[f"{name}_kernel_std"] = kernel_spread(off_u)
-                saturated = record[f"{name}_saturated"] = kernel_collapsed(off_u) or kernel_collapsed(off_v)
-            record[f"{name}_discriminates"] = reading(self_anchor, low, high) in (ABOVE, BELOW) and not saturated
-            record[f"{name}_reading"] = reading(value, low, high)
+            record.update(measure_columns(name, measure(u_k, v_k), measure(u_k, self_k), independent[name], u_k, v_k))
     record.update(norm_a=delta_w_norm(u), norm_b=delta_w_norm(v))
     return record
+
+
+def measure_columns(name: str, value: float, self_anchor: float, independent: list[float], u: VectorKernels,
+                    v: VectorKernels) -> dict:
+    """One measure's columns of a record: its value, self anchor and independent range; for an RBF measure u's
+    kernel spread and whether either kernel collapsed; whether it discriminates, and its reading."""
+    low, high = min(independent), max(independent)
+    columns: dict = {name: value, f"{name}_self": self_anchor, f"{name}_indep_lo": low, f"{name}_indep_hi": high}
+    saturated = False
+    if name in KERNEL_SETTINGS:
+        off_u, off_v = (off_diagonal(x.kernel(*KERNEL_SETTINGS[name])) for x in (u, v))
+        columns[f"{name}_unsaturated"], columns[f"{name}_kernel_std"] = kernel_spread(off_u)
+        saturated = columns[f"{name}_saturated"] = kernel_collapsed(off_u) or kernel_collapsed(off_v)
+    columns[f"{name}_discriminates"] = reading(self_anchor, low, high) in (ABOVE, BELOW) and not saturated
+    columns[f"{name}_reading"] = reading(value, low, high)
+    return columns
 
 
 def decorrelation_table(adapters: Mapping[str, str | os.PathLike], draws: int = ANCHOR_DRAWS) -> pd.DataFrame:
