@@ -37,7 +37,6 @@ from mva_core.reporting import (
     build_tables,
     read_accuracies,
     read_decorrelation,
-    total_wall_seconds,
 )
 from mva_core.run_config import read_run_config
 from mva_core.summary import summary_markdown
@@ -144,8 +143,8 @@ def save(run: Path, archive: Path, only: Sequence[str] | None = None) -> list[st
     return seeds
 
 
-def job_times_markdown(archive: Path) -> str:
-    jobs = benchmark_seconds(archive)
+def job_times_markdown(jobs: pd.DataFrame) -> str:
+    """job_times.md from ``reporting.benchmark_seconds``: seconds per job and their total."""
     if jobs.empty:
         return "(no benchmark TSVs)\n"
     table = pd.DataFrame({"job": jobs["stage"] + "/" + jobs["job"], "seconds": [round(s, 1) for s in jobs["s"]]})
@@ -178,15 +177,15 @@ def rebuild_tables(archive: Path) -> list[str]:
     decorrelation = read_decorrelation([archive / f"seed_{s}/decorrelation/{v}.csv" for s in seeds for v in plan.vector_sets],
                                        plan.decorrelation_sets, read=read_csv)
     accuracies = read_accuracies(sorted(archive.glob("reward_models/accuracy_*.json")))
-    benchmarks = sorted((archive / "benchmarks").rglob("*.tsv"))
+    jobs = benchmark_seconds(archive)
     configured = configured_seeds(config)
     status = (f"Archived training seeds: {', '.join(seeds)} ({len(seeds)} of the {len(configured)} the config names)"
               + ("; interim: the run is not finished, so these tables are not its findings.\n\n"
                  if len(seeds) < len(configured) else ".\n\n"))
     write_text(status + summary_markdown(config["run_name"], tables, accuracies, decorrelation,
-                                total_wall_seconds(benchmarks) if benchmarks else None,
+                                float(jobs["s"].sum()) if len(jobs) else None,
                                 config["evaluation"]["win_rate_target"], None), archive / "summary.md")
-    write_text(job_times_markdown(archive), archive / "job_times.md")
+    write_text(job_times_markdown(jobs), archive / "job_times.md")
     return seeds
 
 
